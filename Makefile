@@ -1,0 +1,40 @@
+# Developer entry points. The set-up itself lives in ./setup.sh (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TYPECHECK := build/typecheck
+
+.PHONY: check lint typecheck test test-unit e2e bench clean typecheck-tree
+
+check: lint typecheck test
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy cannot follow setuptools' package-dir mapping, so give it a link tree
+# shaped like the installed package.
+typecheck-tree:
+	@rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/iotrace
+	@for f in iotrace/*; do ln -s ../../../$$f $(TYPECHECK)/iotrace/; done
+	@ln -s ../../../tracer $(TYPECHECK)/iotrace/tracer
+	@ln -s ../../../tui $(TYPECHECK)/iotrace/tui
+	@ln -s ../../../workloads $(TYPECHECK)/iotrace/workloads
+
+typecheck: typecheck-tree
+	cd $(TYPECHECK) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p iotrace
+	$(VENV)/bin/mypy tests bench
+
+test:
+	$(PY) -m pytest
+
+test-unit:
+	$(PY) -m pytest tests/unit tests/tui
+
+e2e:
+	$(PY) -m pytest tests/e2e
+
+bench:
+	$(PY) -m bench
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,169 @@
+"""The command line: one boundary where expected failures become one line and
+an exit code (see iotrace.errors). Command modules are imported lazily so that
+`iotrace report` never pays for (or needs) bcc or Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from iotrace import __version__
+from iotrace.errors import EXIT_INTERRUPTED, EXIT_USAGE, IotraceError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() owns every exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def duration(text: str) -> float:
+    """Seconds, as a plain number or with a unit: 5, 2.5s, 500ms, 2m."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    t = text.strip().lower()
+    scale = 1.0
+    for suffix in ("ms", "s", "m", "h"):
+        if t.endswith(suffix):
+            t, scale = t[: -len(suffix)], units[suffix]
+            break
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 5, 2.5s, 500ms, 2m)")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return value
+
+
+def pid_list(text: str) -> list[int]:
+    pids = []
+    for part in text.split(","):
+        try:
+            pid = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a pid: {part!r}") from None
+        if pid <= 0:
+            raise argparse.ArgumentTypeError(f"not a pid: {part!r}")
+        pids.append(pid)
+    return pids
+
+
+def _add_recording_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--duration", type=duration, metavar="SECONDS",
+                   help="stop after this long (default: run until the workloads end or Ctrl-C)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="trace file to write (default: iotrace-YYYYmmdd-HHMMSS.trace)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--no-tui", action="store_true",
+                   help="no dashboard: print a summary table at the end")
+    p.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB",
+                   help="ring buffer size in MiB, a power of two (default: 32)")
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="iotrace",
+        description="See how a Linux program does I/O: the four I/O models, per request.",
+    )
+    parser.add_argument("--version", action="version", version=f"iotrace {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run built-in workloads under tracing")
+    p.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                   help="workloads to run (default: one per model); see 'iotrace workloads'")
+    _add_recording_options(p)
+    p.add_argument("--clean", action="store_true", help="remove the workload data first")
+
+    p = sub.add_parser("trace", help="trace running processes or a command")
+    p.add_argument("-p", "--pid", type=pid_list, metavar="PID[,PID...]",
+                   help="trace these processes (and their children)")
+    _add_recording_options(p)
+    p.add_argument("command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
+                   help="run COMMAND as the invoking user and trace it with its children")
+
+    p = sub.add_parser("view", help="open a saved trace in the dashboard (no root needed)")
+    p.add_argument("file", metavar="FILE")
+
+    p = sub.add_parser("report", help="summarise a saved trace (no root needed)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--html", metavar="OUT", help="write a static HTML report")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --html file")
+
+    p = sub.add_parser("export", help="convert a saved trace (no root needed)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", required=True, choices=["parquet", "csv", "jsonl", "perfetto"])
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    sub.add_parser("workloads", help="list the built-in workloads")
+
+    p = sub.add_parser("workload", help="run one workload untraced and print its own figures",
+                       add_help=False)
+    p.add_argument("workload_argv", nargs=argparse.REMAINDER, metavar="NAME [OPTIONS]")
+
+    p = sub.add_parser("doctor", help="check that this machine can trace")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one iotrace command; returns the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(args_list)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        return _dispatch(args)
+    except IotraceError as exc:
+        print(f"iotrace: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("iotrace: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `iotrace report x | head`: the reader left; not an error worth a trace.
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd in ("run", "trace"):
+        from iotrace import recording
+
+        return recording.cmd_run(args) if cmd == "run" else recording.cmd_trace(args)
+    if cmd == "report":
+        from iotrace import report
+
+        return report.cmd_report(args)
+    if cmd == "export":
+        from iotrace import export
+
+        return export.cmd_export(args)
+    if cmd == "view":
+        from iotrace.tui import view
+
+        return view.cmd_view(args)
+    if cmd == "workloads":
+        from iotrace.workloads import cli as wcli
+
+        return wcli.cmd_list()
+    if cmd == "workload":
+        from iotrace.workloads import cli as wcli
+
+        return wcli.cmd_workload(args.workload_argv)
+    if cmd == "doctor":
+        from iotrace import doctor
+
+        return doctor.cmd_doctor(args)
+    raise UsageError(f"unknown command {cmd!r}")
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The trace file: written incrementally while tracing, read without root.
+
+Layout (all integers little-endian)::
+
+    file   := header chunk*
+    header := b"IOTRACE\\0" major:u16 minor:u16 reserved:u32           (16 bytes)
+    chunk  := tag:4s codec:u16 reserved:u16 stored_len:u64 raw_len:u64
+              crc32:u32 reserved:u32 payload[stored_len]                (32 + n bytes)
+
+Tags:
+    META  JSON object, first chunk: tool version, kernel, clock anchor, options, probes
+    EVTS  `raw_len / EVENT_SIZE` event records (events.EVENT_FIELDS), codec 0 or 1 (zstd)
+    PROC  JSON list of task identities, appended as tasks are discovered
+    STAT  JSON object of counters (lost, unmatched, evicted); the last one wins
+    END.  JSON object, the footer; a file without it was cut short
+
+Every chunk carries its length and a CRC, so a file whose writer was killed
+is read up to its last whole chunk and reported as cut short. Nothing in a
+file is ever executed: JSON and raw little-endian records only, with every
+length checked against fixed caps before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+import numpy as np
+
+from iotrace import events
+from iotrace.errors import OutputError, TraceFileError
+
+MAGIC: Final = b"IOTRACE\0"
+_HEADER: Final = struct.Struct("<8sHHI")
+_CHUNK: Final = struct.Struct("<4sHHQQII")
+CODEC_NONE: Final = 0
+CODEC_ZSTD: Final = 1
+
+MAX_JSON_BYTES: Final = 16 << 20
+MAX_EVENTS_CHUNK_BYTES: Final = 64 << 20
+"""Caps that bound the memory a damaged or crafted file can make a reader allocate."""
+
+EVENT_DTYPE: Final = np.dtype([(f.name, f.npcode) for f in events.EVENT_FIELDS])
+assert EVENT_DTYPE.itemsize == events.EVENT_SIZE
+
+
+def empty_events() -> np.ndarray:
+    return np.zeros(0, dtype=EVENT_DTYPE)
+
+
+@dataclass
+class TaskInfo:
+    """Identity of one traced task. (pid, start_ns) names a process for good:
+    a recycled pid has another start time."""
+
+    pid: int
+    tid: int
+    comm: str
+    ppid: int = 0
+    start_ns: int = 0
+    workload: str = ""
+    exe: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "tid": self.tid,
+            "comm": self.comm,
+            "ppid": self.ppid,
+            "start_ns": self.start_ns,
+            "workload": self.workload,
+            "exe": self.exe,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TaskInfo:
+        if not isinstance(obj, dict):
+            raise TraceFileError("task entry is not an object")
+        try:
+            return cls(
+                pid=int(obj["pid"]),
+                tid=int(obj.get("tid", obj["pid"])),
+                comm=str(obj.get("comm", "")),
+                ppid=int(obj.get("ppid", 0)),
+                start_ns=int(obj.get("start_ns", 0)),
+                workload=str(obj.get("workload", "")),
+                exe=str(obj.get("exe", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraceFileError(f"task entry is malformed: {exc}") from None
+
+
+@dataclass
+class Trace:
+    """A whole trace file in memory."""
+
+    path: Path
+    meta: dict[str, Any]
+    events: np.ndarray
+    tasks: list[TaskInfo]
+    stats: dict[str, Any]
+    footer: dict[str, Any] | None
+    version: tuple[int, int]
+    damage: str = ""
+    """Why reading stopped early ("" when the file was read to its end)."""
+
+    @property
+    def complete(self) -> bool:
+        """False when the writer died before closing the file."""
+        return self.footer is not None and not self.damage
+
+    def task_by_tid(self) -> dict[int, TaskInfo]:
+        return {t.tid: t for t in self.tasks}
+
+
+def _compress(raw: bytes) -> tuple[int, bytes]:
+    try:
+        import pyarrow as pa
+
+        return CODEC_ZSTD, pa.compress(raw, codec="zstd", asbytes=True)
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return CODEC_NONE, raw
+
+
+def _decompress(codec: int, payload: bytes, raw_len: int) -> bytes:
+    if codec == CODEC_NONE:
+        return payload
+    if codec == CODEC_ZSTD:
+        import pyarrow as pa
+
+        try:
+            out = pa.decompress(payload, decompressed_size=raw_len, codec="zstd", asbytes=True)
+        except (OSError, ValueError) as exc:
+            raise TraceFileError(f"a compressed chunk is damaged: {exc}") from None
+        if len(out) != raw_len:
+            raise TraceFileError("a compressed chunk has the wrong size")
+        return bytes(out)
+    raise TraceFileError(f"unknown compression codec {codec}; upgrade iotrace")
+
+
+class TraceWriter:
+    """Appends chunks to a new trace file. Thread-safe: the drain thread writes
+    events while the main thread adds tasks and counters."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], *, force: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._closed = False
+        self.events_written = 0
+        self.bytes_written = 0
+        self.error: str = ""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags |= os.O_TRUNC if force else os.O_EXCL
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except FileExistsError:
+            raise OutputError(
+                f"{self.path} already exists; choose another -o or pass --force"
+            ) from None
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.path}: {exc.strerror}") from None
+        self._file: IO[bytes] = os.fdopen(fd, "wb", buffering=0)
+        full_meta = {
+            "format": "iotrace.trace",
+            "schema_version": list(events.SCHEMA_VERSION),
+            "event_fields": [[f.name, f.npcode] for f in events.EVENT_FIELDS],
+            **meta,
+        }
+        self._write(_HEADER.pack(MAGIC, *events.SCHEMA_VERSION, 0))
+        self._chunk(b"META", json.dumps(full_meta).encode(), compress=False)
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.bytes_written += len(data)
+
+    def _chunk(self, tag: bytes, raw: bytes, *, compress: bool) -> None:
+        codec, stored = _compress(raw) if compress else (CODEC_NONE, raw)
+        head = _CHUNK.pack(tag, codec, 0, len(stored), len(raw), zlib.crc32(stored), 0)
+        # One write per chunk: a reader (or a crash) sees whole chunks or a
+        # detectably short tail, never an interleaving.
+        self._write(head + stored)
+
+    def _guarded(self, tag: bytes, raw: bytes, compress: bool) -> bool:
+        with self._lock:
+            if self._closed or self.error:
+                return False
+            try:
+                self._chunk(tag, raw, compress=compress)
+            except OSError as exc:
+                # Disk full or gone: stop writing, keep what is on disk readable.
+                self.error = f"writing {self.path} failed: {exc.strerror}; recording stopped"
+                return False
+            return True
+
+    def write_events(self, batch: np.ndarray) -> bool:
+        """Append a batch of records. Returns False once writing has failed."""
+        if len(batch) == 0:
+            return not self.error
+        if batch.dtype != EVENT_DTYPE:
+            raise TypeError(f"events must have dtype EVENT_DTYPE, not {batch.dtype}")
+        step = MAX_EVENTS_CHUNK_BYTES // events.EVENT_SIZE
+        ok = True
+        for start in range(0, len(batch), step):
+            part = np.ascontiguousarray(batch[start : start + step])
+            ok = self._guarded(b"EVTS", part.tobytes(), True) and ok
+            if ok:
+                self.events_written += len(part)
+        return ok
+
+    def write_tasks(self, tasks: list[TaskInfo]) -> bool:
+        if not tasks:
+            return True
+        return self._guarded(b"PROC", json.dumps([t.to_json() for t in tasks]).encode(), False)
+
+    def write_stats(self, stats: dict[str, Any]) -> bool:
+        return self._guarded(b"STAT", json.dumps(stats).encode(), False)
+
+    def close(self, footer: dict[str, Any] | None = None) -> None:
+        """Write the footer and close; a second close does nothing."""
+        body = {"closed_wall": time.time(), "events": self.events_written, **(footer or {})}
+        self._guarded(b"END.", json.dumps(body).encode(), False)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._file.close()
+            except OSError as exc:
+                self.error = self.error or f"closing {self.path} failed: {exc.strerror}"
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_exact(f: IO[bytes], n: int) -> bytes:
+    data = f.read(n)
+    return data if data is not None else b""
+
+
+def _json(payload: bytes, what: str) -> Any:
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise TraceFileError(f"the {what} chunk is not valid JSON: {exc}") from None
+
+
+@dataclass
+class _Chunks:
+    version: tuple[int, int]
+    meta: dict[str, Any]
+    damage: str = ""
+    records: list[tuple[bytes, int, bytes, int]] = field(default_factory=list)
+
+
+def _open_checked(path: Path) -> IO[bytes]:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - handed to the caller
+    except FileNotFoundError:
+        raise TraceFileError(f"{path}: no such trace file") from None
+    except IsADirectoryError:
+        raise TraceFileError(f"{path} is a directory, not a trace file") from None
+    except OSError as exc:
+        raise TraceFileError(f"cannot read {path}: {exc.strerror}") from None
+    return f
+
+
+def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, Any]]:
+    head = _read_exact(f, _HEADER.size)
+    if len(head) < _HEADER.size or head[:8] != MAGIC:
+        raise TraceFileError(f"{path} is not an iotrace trace file")
+    _, major, minor, _ = _HEADER.unpack(head)
+    if major > events.SCHEMA_VERSION[0]:
+        raise TraceFileError(
+            f"{path} uses trace format {major}.{minor}, newer than this iotrace "
+            f"({events.SCHEMA_VERSION[0]}.{events.SCHEMA_VERSION[1]}); upgrade iotrace"
+        )
+    if major < 1:
+        raise TraceFileError(f"{path} has an unknown trace format version {major}.{minor}")
+    first = _next_chunk(f)
+    if isinstance(first, str) or first is None or first[0] != b"META":
+        raise TraceFileError(f"{path} is damaged: its metadata chunk is missing or unreadable")
+    meta = _json(_decompress(first[1], first[2], first[3]), "metadata")
+    if not isinstance(meta, dict):
+        raise TraceFileError(f"{path} is damaged: its metadata is not an object")
+    return (major, minor), meta
+
+
+def _next_chunk(f: IO[bytes]) -> tuple[bytes, int, bytes, int] | str | None:
+    """The next chunk, None at a clean end, or a string saying why it is unreadable."""
+    head = _read_exact(f, _CHUNK.size)
+    if not head:
+        return None
+    if len(head) < _CHUNK.size:
+        return "cut short inside a chunk header"
+    tag, codec, _, stored_len, raw_len, crc, _ = _CHUNK.unpack(head)
+    cap = MAX_EVENTS_CHUNK_BYTES if tag == b"EVTS" else MAX_JSON_BYTES
+    if stored_len > cap or raw_len > cap:
+        return f"a {tag!r} chunk claims {max(stored_len, raw_len)} bytes, over the {cap} cap"
+    payload = _read_exact(f, stored_len)
+    if len(payload) < stored_len:
+        return "cut short inside a chunk"
+    if zlib.crc32(payload) != crc:
+        return f"a {tag!r} chunk fails its checksum"
+    return tag, codec, payload, raw_len
+
+
+def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[tuple[bytes, Any]]]:
+    """Version, metadata, and an iterator of decoded (tag, value) chunks.
+
+    EVTS values are event arrays, PROC lists of TaskInfo, STAT/END dicts. The
+    iterator yields (b"DMG!", reason) and stops at the first unreadable chunk.
+    Chunks are read one at a time, so a large file never sits in memory raw.
+    """
+    path = Path(path)
+    f = _open_checked(path)
+    try:
+        version, meta = _read_header(f, path)
+    except BaseException:
+        f.close()
+        raise
+    fields = meta.get("event_fields")
+    expected = [[fl.name, fl.npcode] for fl in events.EVENT_FIELDS]
+    if version[0] == events.SCHEMA_VERSION[0] and fields is not None and fields != expected:
+        f.close()
+        raise TraceFileError(f"{path} declares an event layout this iotrace does not know")
+
+    def gen() -> Iterator[tuple[bytes, Any]]:
+        with f:
+            while True:
+                chunk = _next_chunk(f)
+                if chunk is None:
+                    return
+                if isinstance(chunk, str):
+                    yield b"DMG!", chunk
+                    return
+                tag, codec, payload, raw_len = chunk
+                try:
+                    value = _decode_chunk(tag, _decompress(codec, payload, raw_len))
+                except TraceFileError as exc:
+                    yield b"DMG!", str(exc)
+                    return
+                if value is not None:
+                    yield tag, value
+
+    return version, meta, gen()
+
+
+def _decode_chunk(tag: bytes, raw: bytes) -> Any:
+    if tag == b"EVTS":
+        if len(raw) % events.EVENT_SIZE:
+            raise TraceFileError("an events chunk is not a whole number of records")
+        return np.frombuffer(raw, dtype=EVENT_DTYPE)
+    if tag == b"PROC":
+        obj = _json(raw, "task")
+        if not isinstance(obj, list):
+            raise TraceFileError("a task chunk is not a list")
+        return [TaskInfo.from_json(o) for o in obj]
+    if tag in (b"STAT", b"END."):
+        obj = _json(raw, "counters")
+        if not isinstance(obj, dict):
+            raise TraceFileError("a counters chunk is not an object")
+        return obj
+    return None  # unknown chunk from a newer minor version: skipped
+
+
+def load(path: Path | str) -> Trace:
+    """Read a whole trace file. Raises TraceFileError with a one-line reason."""
+    path = Path(path)
+    version, meta, chunks = iter_chunks(path)
+    batches: list[np.ndarray] = []
+    tasks: dict[tuple[int, int], TaskInfo] = {}
+    stats: dict[str, Any] = {}
+    footer: dict[str, Any] | None = None
+    damage = ""
+    for tag, value in chunks:
+        if tag == b"EVTS":
+            batches.append(value)
+        elif tag == b"PROC":
+            for t in value:
+                tasks[(t.tid, t.start_ns)] = t
+        elif tag == b"STAT":
+            stats = value
+        elif tag == b"END.":
+            footer = value
+            stats = value.get("stats", stats) if isinstance(value.get("stats"), dict) else stats
+        elif tag == b"DMG!":
+            damage = value
+    evs = np.concatenate(batches) if batches else empty_events()
+    if footer is None and not damage:
+        damage = "cut short: the writer stopped before closing the file"
+    return Trace(
+        path=path,
+        meta=meta,
+        events=evs,
+        tasks=list(tasks.values()),
+        stats=stats,
+        footer=footer,
+        version=version,
+        damage=damage,
+    )

@@ -1,0 +1,1 @@
+"""iotrace.workloads"""
