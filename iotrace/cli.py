@@ -32,7 +32,9 @@ def duration(text: str) -> float:
     try:
         value = float(t) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 5, 2.5s, 500ms, 2m)")
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (try 5, 2.5s, 500ms, 2m)"
+        ) from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
     return value
@@ -52,15 +54,30 @@ def pid_list(text: str) -> list[int]:
 
 
 def _add_recording_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--duration", type=duration, metavar="SECONDS",
-                   help="stop after this long (default: run until the workloads end or Ctrl-C)")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="trace file to write (default: iotrace-YYYYmmdd-HHMMSS.trace)")
+    p.add_argument(
+        "-d",
+        "--duration",
+        type=duration,
+        metavar="SECONDS",
+        help="stop after this long (default: run until the workloads end or Ctrl-C)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="trace file to write (default: iotrace-YYYYmmdd-HHMMSS.trace)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("--no-tui", action="store_true",
-                   help="no dashboard: print a summary table at the end")
-    p.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB",
-                   help="ring buffer size in MiB, a power of two (default: 32)")
+    p.add_argument(
+        "--no-tui", action="store_true", help="no dashboard: print a summary table at the end"
+    )
+    p.add_argument(
+        "--ringbuf-mb",
+        type=int,
+        default=32,
+        metavar="MB",
+        help="ring buffer size in MiB, a power of two (default: 32)",
+    )
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -73,17 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("run", help="run built-in workloads under tracing")
-    p.add_argument("workloads", nargs="*", metavar="WORKLOAD",
-                   help="workloads to run (default: one per model); see 'iotrace workloads'")
+    p.add_argument(
+        "workloads",
+        nargs="*",
+        metavar="WORKLOAD",
+        help="workloads to run (default: one per model); see 'iotrace workloads'",
+    )
     _add_recording_options(p)
     p.add_argument("--clean", action="store_true", help="remove the workload data first")
 
     p = sub.add_parser("trace", help="trace running processes or a command")
-    p.add_argument("-p", "--pid", type=pid_list, metavar="PID[,PID...]",
-                   help="trace these processes (and their children)")
+    p.add_argument(
+        "-p",
+        "--pid",
+        type=pid_list,
+        metavar="PID[,PID...]",
+        help="trace these processes (and their children)",
+    )
     _add_recording_options(p)
-    p.add_argument("command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
-                   help="run COMMAND as the invoking user and trace it with its children")
+    p.add_argument(
+        "command_argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND [ARGS...]",
+        help="run COMMAND as the invoking user and trace it with its children",
+    )
 
     p = sub.add_parser("view", help="open a saved trace in the dashboard (no root needed)")
     p.add_argument("file", metavar="FILE")
@@ -102,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("workloads", help="list the built-in workloads")
 
-    p = sub.add_parser("workload", help="run one workload untraced and print its own figures",
-                       add_help=False)
+    p = sub.add_parser(
+        "workload", help="run one workload untraced and print its own figures", add_help=False
+    )
     p.add_argument("workload_argv", nargs=argparse.REMAINDER, metavar="NAME [OPTIONS]")
 
     p = sub.add_parser("doctor", help="check that this machine can trace")

@@ -1,0 +1,403 @@
+"""`iotrace run` and `iotrace trace`: load probes, start or attach to the
+programs, drain while they run, and leave a complete trace file behind.
+
+Order matters and is the same for both commands: check usage, check
+privileges, compile and load the program, start the targets held at their
+gate, open the trace file, put the targets' pids in the filter, then release
+them, so the trace holds exactly their I/O from the first call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iotrace import __version__, session
+from iotrace.command import GatedCommand, invoking_user, pid_exists, stdout_is_tty
+from iotrace.errors import (
+    EXIT_IO,
+    IotraceError,
+    OutputError,
+    PrivilegeError,
+    UsageError,
+)
+
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+def has_tracing_privileges(status: Path = Path("/proc/self/status")) -> bool:
+    """Root, or CAP_BPF + CAP_PERFMON in the effective set."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+                return bool(caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def require_privileges(command: str) -> None:
+    if not has_tracing_privileges():
+        raise PrivilegeError(
+            f"iotrace {command} loads eBPF probes and needs root: run 'sudo iotrace {command} ...' "
+            "(view, report and export do not need root)"
+        )
+
+
+def default_output() -> Path:
+    return Path(time.strftime("iotrace-%Y%m%d-%H%M%S.trace"))
+
+
+def _chown_to_invoker(path: Path) -> None:
+    cred = invoking_user()
+    if cred is not None:
+        with contextlib.suppress(OSError):
+            os.chown(path, cred.uid, cred.gid, follow_symlinks=False)
+
+
+def clock_anchor() -> dict[str, int]:
+    """Monotonic (the BPF clock) and wall time read together, to date events."""
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    wall = time.time_ns()
+    return {"monotonic_ns": mono, "realtime_ns": wall}
+
+
+@dataclass
+class Target:
+    """Something to trace: a workload, a command, or existing processes."""
+
+    label: str
+    pids: list[int]
+    release: Callable[[], None] = lambda: None
+    poll: Callable[[], int | None] = lambda: None
+    stop: Callable[[], None] = lambda: None
+    result: Callable[[], dict[str, Any]] = dict
+    info: dict[str, Any] = field(default_factory=dict)
+    own: bool = True
+    """True when iotrace started it (and so stops it at the end)."""
+
+
+class _Stop:
+    """Signals turned into a stop request, so every exit path saves the trace."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum = 0
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        old = {s: signal.signal(s, self) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _program_options(args: argparse.Namespace) -> Any:
+    from iotrace.tracer import program
+
+    mb = int(args.ringbuf_mb)
+    if mb <= 0 or mb & (mb - 1):
+        raise UsageError(f"--ringbuf-mb must be a power of two, not {mb}")
+    available = program.available_tracepoints()
+    return program.ProgramOptions(
+        ringbuf_bytes=mb << 20,
+        page_size=os.sysconf("SC_PAGE_SIZE"),
+        self_tgid=os.getpid(),
+        available=frozenset(available) if available else None,
+    )
+
+
+def _print_ebpf(args: argparse.Namespace) -> int:
+    from iotrace.tracer import program
+
+    opts = _program_options(args)
+    sys.stdout.write(program.build(opts))
+    return 0
+
+
+def _workload_targets(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    from iotrace.workloads import registry
+
+    names = list(args.workloads) or registry.default_set()
+    specs = [registry.get(n) for n in names]  # UsageError lists the valid names
+    return specs, names
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.ebpf:
+        return _print_ebpf(args)
+    specs, names = _workload_targets(args)
+    require_privileges("run")
+    from iotrace.workloads import launcher
+
+    run_as = launcher.invoking_user()
+    if args.clean:
+        from iotrace.workloads import datafile
+
+        datafile.clean(run_as.home if run_as else None, run_as.uid if run_as else None)
+
+    def start_targets() -> list[Target]:
+        targets = []
+        for spec in specs:
+            w = launcher.start(spec.name, [], run_as=run_as, duration_s=args.duration)
+            try:
+                w.wait_ready(timeout=120.0)
+            except IotraceError:
+                w.stop()
+                raise
+            if w.unavailable:
+                print(f"iotrace: {spec.name}: unavailable: {w.unavailable}", file=sys.stderr)
+                continue
+            targets.append(
+                Target(
+                    label=spec.name,
+                    pids=list(w.pids),
+                    release=w.release,
+                    poll=w.poll,
+                    stop=w.stop,
+                    result=w.result,
+                    info={"name": spec.name, "model": spec.model, "api": spec.api},
+                )
+            )
+        if not targets:
+            raise IotraceError("none of the chosen workloads can run on this machine")
+        return targets
+
+    return _record(args, "run", start_targets, {"workloads_asked": names})
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    argv = list(args.command_argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if args.pid and argv:
+        raise UsageError("give either -p PID or -- COMMAND, not both")
+    if not args.pid and not argv:
+        raise UsageError(
+            "nothing to trace: use 'iotrace trace -p PID' or 'iotrace trace -- COMMAND'"
+        )
+    if args.ebpf:
+        return _print_ebpf(args)
+    if args.pid:
+        missing = [p for p in args.pid if not pid_exists(p)]
+        if missing:
+            raise UsageError(f"no such process: {', '.join(map(str, missing))}")
+    else:
+        from iotrace.command import resolve
+
+        resolve(argv)  # a missing command is reported before asking for root
+    require_privileges("trace")
+
+    def start_targets() -> list[Target]:
+        if args.pid:
+            from iotrace.tracer.tasks import descendants
+
+            pids = descendants(list(args.pid))
+            return [
+                Target(
+                    label="pid " + ",".join(map(str, args.pid)),
+                    pids=pids,
+                    own=False,
+                    poll=lambda: None if any(pid_exists(p) for p in args.pid) else 0,
+                )
+            ]
+        cmd = GatedCommand(argv, invoking_user())
+        return [
+            Target(
+                label=os.path.basename(argv[0]),
+                pids=[cmd.pid],
+                release=cmd.release,
+                poll=cmd.poll,
+                stop=cmd.terminate,
+                result=lambda: {"exit_code": cmd.exit_code},
+                info={"command": argv},
+            )
+        ]
+
+    return _record(args, "trace", start_targets, {"command": argv or None, "pids": args.pid})
+
+
+def _record(
+    args: argparse.Namespace,
+    command: str,
+    start_targets: Callable[[], list[Target]],
+    extra_meta: dict[str, Any],
+) -> int:
+    from iotrace.tracer import bcc_source, kheaders
+    from iotrace.tracer.live import LiveSource
+    from iotrace.tracer.program import traced_syscalls
+    from iotrace.tracer.tasks import TaskRegistry
+
+    opts = _program_options(args)
+    out = Path(args.output) if args.output else default_output()
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} already exists; choose another -o or pass --force")
+    if not out.parent.exists():
+        raise OutputError(f"cannot write {out}: directory {out.parent} does not exist")
+    ks = kheaders.configure()
+    prog = bcc_source.load(opts)
+    stopper = _Stop()
+    targets: list[Target] = []
+    writer: session.TraceWriter | None = None
+    source: LiveSource | None = None
+    try:
+        with stopper.installed():
+            targets = start_targets()
+            registry = TaskRegistry()
+            meta = {
+                "tool": "iotrace",
+                "tool_version": __version__,
+                "command": command,
+                "argv": sys.argv,
+                "kernel": platform.release(),
+                "machine": platform.machine(),
+                "hostname": platform.node(),
+                "created_wall": time.time(),
+                "clock": clock_anchor(),
+                "options": {
+                    "duration_s": args.duration,
+                    "ringbuf_bytes": opts.ringbuf_bytes,
+                },
+                "probes": {
+                    "syscalls": [s.name for s in traced_syscalls(opts)],
+                    "missing_tracepoints": sorted(
+                        set(__import__("iotrace.tracer.program", fromlist=["x"]).TRACEPOINTS)
+                        - set(opts.available or ())
+                    )
+                    if opts.available is not None
+                    else [],
+                    "kernel_source": ks.how,
+                    "posix_aio": "helper threads (pread64 on glibc aio threads)",
+                },
+                "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
+                "targets": [{"label": t.label, "pids": t.pids} for t in targets],
+                **extra_meta,
+            }
+            writer = session.TraceWriter(out, meta, force=args.force)
+            _chown_to_invoker(out)
+            for t in targets:
+                for pid in t.pids:
+                    registry.label(pid, t.label)
+                    registry.add(pid, pid)
+            use_tui = not args.no_tui and stdout_is_tty()
+            source = LiveSource(prog, writer, meta, registry, consumer=use_tui)
+            prog.add_pids(p for t in targets for p in t.pids)
+            source.start()
+            for t in targets:
+                t.release()
+            _announce(targets, args, out, use_tui)
+            if use_tui:
+                from iotrace.tui.app import run_dashboard
+
+                # The dashboard returns when the user quits; targets that are
+                # still running are stopped below, like after Ctrl-C.
+                watcher = threading.Thread(
+                    target=_wait_targets, args=(targets, args.duration, stopper), daemon=True
+                )
+                watcher.start()
+                run_dashboard(source, title=" ".join(t.label for t in targets))
+            else:
+                _wait_targets(targets, args.duration, stopper)
+    finally:
+        results = _finish(targets, source, writer, prog)
+    assert writer is not None and source is not None
+    if source.error:
+        print(f"iotrace: {source.error}", file=sys.stderr)
+    return _summarise(out, writer, results, stopper, command)
+
+
+def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: bool) -> None:
+    if tui:
+        return
+    what = ", ".join(t.label for t in targets)
+    until = f"for {args.duration:g} s" if args.duration else "until they finish"
+    print(f"Tracing {what} {until}... Ctrl-C to end. Writing {out}", file=sys.stderr)
+
+
+def _wait_targets(targets: list[Target], duration: float | None, stopper: _Stop) -> None:
+    deadline = time.monotonic() + duration if duration else None
+    while not stopper.event.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if all(t.poll() is not None for t in targets):
+            return
+        stopper.event.wait(0.05)
+
+
+def _finish(
+    targets: list[Target],
+    source: Any,
+    writer: session.TraceWriter | None,
+    prog: Any,
+) -> dict[str, Any]:
+    """Stop what we started, drain the rest, close the file, detach probes.
+    Runs on every exit path, Ctrl-C included."""
+    results: dict[str, Any] = {}
+    for t in targets:
+        if t.own:
+            with contextlib.suppress(Exception):
+                t.stop()
+    for t in targets:
+        try:
+            results[t.label] = t.result()
+        except Exception as exc:
+            results[t.label] = {"error": str(exc)}
+    if source is not None:
+        # Let the last records of the exiting targets land before the final drain.
+        time.sleep(0.05)
+        source.stop()
+        source.join(timeout=30)
+    if writer is not None:
+        footer: dict[str, Any] = {"results": results}
+        if source is not None:
+            footer["stats"] = source.stats
+            footer["not_observed"] = getattr(source, "not_observed", {})
+            footer["tasks"] = len(source.registry.by_tid)
+        writer.write_tasks(source.registry.all() if source is not None else [])
+        writer.close(footer)
+    if source is not None:
+        source.close()
+    prog.close()
+    return results
+
+
+def _summarise(
+    out: Path, writer: session.TraceWriter, results: dict[str, Any], stopper: _Stop, command: str
+) -> int:
+    from iotrace import report
+
+    if writer.error:
+        print(f"iotrace: {writer.error}", file=sys.stderr)
+    trace = session.load(out)
+    print(report.summary_text(trace))
+    print(f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)")
+    if writer.error:
+        return EXIT_IO
+    if stopper.signum in (signal.SIGTERM, signal.SIGHUP):
+        return 128 + stopper.signum
+    if command == "trace":
+        for r in results.values():
+            if isinstance(r, dict) and "exit_code" in r:
+                return int(r["exit_code"])
+    return 0

@@ -1,0 +1,215 @@
+"""The only module that imports bcc.
+
+Compiles and loads the generated program, edits the pid filter, exposes the
+ring buffer fd and reads the counters. Everything above it (live draining,
+recording, the CLI) sees plain Python values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from iotrace.tracer import kheaders, program
+
+from iotrace.errors import BpfError
+from iotrace.events import MAX_PROBES, probe_name
+
+# Index of each slot in the BPF `counters` array (common.bpf.c IOT_C_*).
+COUNTER_NAMES = (
+    "threads_map_full",
+    "pids_map_full",
+    "aio_map_full",
+    "aio_resubmitted_in_flight",
+    "aio_reaped_without_submit",
+    "aio_beyond_loop_bound",
+    "uring_map_full",
+    "uring_completed_without_submit",
+)
+
+
+def _import_bcc() -> Any:
+    kheaders.configure()
+    try:
+        import bcc
+    except ImportError:
+        raise BpfError(
+            "bcc is not importable: install python3-bpfcc (sudo ./setup.sh does) "
+            "and use the venv made with --system-site-packages"
+        ) from None
+    return bcc
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Any:
+    """Collect what clang/libbpf print on fd 2, so a failure can be summarised
+    in one line and the full log kept for --verbose users."""
+    buf = io.BytesIO()
+    saved = os.dup(2)
+    # A file, not a pipe: a verifier log can exceed a pipe's buffer and block.
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield buf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            buf.write(tmp.read())
+
+
+@dataclass(frozen=True)
+class Counters:
+    lost: dict[str, int]
+    unmatched_exit: dict[str, int]
+    unmatched_enter: dict[str, int]
+    other: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lost": self.lost,
+            "unmatched_exit": self.unmatched_exit,
+            "unmatched_enter": self.unmatched_enter,
+            "other": self.other,
+        }
+
+    @property
+    def total_lost(self) -> int:
+        return sum(self.lost.values())
+
+
+class BpfProgram:
+    """A loaded and attached iotrace program."""
+
+    def __init__(self, text: str, ringbuf_bytes: int) -> None:
+        bcc = _import_bcc()
+        with _captured_stderr() as log:
+            try:
+                self._bpf = bcc.BPF(text=text)
+                err: str | None = None
+            except Exception as exc:  # bcc raises bare Exception
+                err = str(exc)
+        self.log = log.getvalue().decode("utf-8", "replace")
+        if err is not None:
+            first = next((ln for ln in self.log.splitlines() if "error" in ln.lower()), err).strip()
+            if os.environ.get("IOTRACE_DEBUG"):
+                sys.stderr.write(self.log)
+            raise BpfError(
+                f"the BPF program failed to compile or load: {first} "
+                "(run 'iotrace doctor'; IOTRACE_DEBUG=1 shows the full log)"
+            )
+        self.ringbuf_bytes = ringbuf_bytes
+        self._pids = self._bpf["pids"]
+
+    @property
+    def ringbuf_fd(self) -> int:
+        return int(self._bpf["events"].map_fd)
+
+    def add_pids(self, pids: Iterable[int]) -> None:
+        one = ctypes.c_uint8(1)
+        for pid in pids:
+            self._pids[ctypes.c_uint32(pid)] = one
+
+    def traced_pids(self) -> list[int]:
+        return sorted(int(k.value) for k in self._pids)
+
+    def _sum_percpu(self, name: str, size: int) -> list[int]:
+        table = self._bpf[name]
+        out = []
+        for i in range(size):
+            vals = table[ctypes.c_int(i)]
+            out.append(int(sum(vals)))
+        return out
+
+    def counters(self) -> Counters:
+        def named(values: list[int]) -> dict[str, int]:
+            return {probe_name(i): v for i, v in enumerate(values) if v}
+
+        other = self._sum_percpu("counters", len(COUNTER_NAMES))
+        return Counters(
+            lost=named(self._sum_percpu("lost", MAX_PROBES)),
+            unmatched_exit=named(self._sum_percpu("unmatched_exit", MAX_PROBES)),
+            unmatched_enter=named(self._sum_percpu("unmatched_enter", MAX_PROBES)),
+            other={n: v for n, v in zip(COUNTER_NAMES, other, strict=True) if v},
+        )
+
+    def aio_in_flight(self) -> list[dict[str, int]]:
+        """Linux AIO requests submitted but never reaped (to report as not observed)."""
+        out = []
+        for k, v in self._bpf["aio_inflight"].items():
+            out.append(
+                {
+                    "iocb": int(k.iocb),
+                    "pid": int(k.tgid),
+                    "tid": int(v.tid),
+                    "submit_ns": int(v.submit_ns),
+                    "aio_data": int(v.aio_data),
+                    "nbytes": int(v.nbytes),
+                    "offset": int(v.offset),
+                    "fd": int(v.fd),
+                    "opcode": int(v.opcode),
+                }
+            )
+        return out
+
+    def uring_in_flight(self) -> list[dict[str, int]]:
+        try:
+            table = self._bpf["uring_inflight"]
+        except KeyError:
+            return []
+        out = []
+        for k, v in table.items():
+            out.append(
+                {
+                    "req": int(k.value),
+                    "pid": int(v.pid),
+                    "tid": int(v.tid),
+                    "submit_ns": int(v.submit_ns),
+                    "user_data": int(v.user_data),
+                    "fd": int(v.fd),
+                    "opcode": int(v.opcode),
+                    "flags": int(v.flags),
+                }
+            )
+        return out
+
+    def close(self) -> None:
+        """Detach every probe and free the maps."""
+        bpf = getattr(self, "_bpf", None)
+        if bpf is not None:
+            with contextlib.suppress(Exception):
+                bpf.cleanup()
+            self._bpf = None
+
+
+def load(opts: program.ProgramOptions) -> BpfProgram:
+    return BpfProgram(program.build(opts), opts.ringbuf_bytes)
+
+
+def check_compile() -> str:
+    """Compile, load and attach a trivial tracepoint program; describe what worked.
+
+    Used by `iotrace doctor`. Raises BpfError with a one-line reason."""
+    bcc = _import_bcc()
+    src = "BPF_RINGBUF_OUTPUT(rb, 1);\nTRACEPOINT_PROBE(syscalls, sys_enter_getpid) { return 0; }\n"
+    with _captured_stderr() as log:
+        try:
+            b = bcc.BPF(text=src)
+            b.cleanup()
+            err = ""
+        except Exception as exc:
+            err = str(exc)
+    if err:
+        text = log.getvalue().decode("utf-8", "replace")
+        first = next((ln for ln in text.splitlines() if "error" in ln.lower()), err)
+        raise BpfError(f"a trivial BPF program did not compile/load: {first.strip()}")
+    version = getattr(bcc, "__version__", "unknown")
+    src_dir = os.environ.get("BCC_KERNEL_SOURCE", "running kernel headers")
+    return f"bcc {version}; compiled against {src_dir}"

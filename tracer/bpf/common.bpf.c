@@ -1,0 +1,223 @@
+/* common.bpf.c — maps, the pid filter, per-thread state, counters and the
+ * scheduler and lifecycle probes shared by every iotrace program.
+ *
+ * Only tracepoint arguments (laid out from tracefs format files) and user
+ * memory of traced processes are read: never a kernel struct, because the
+ * headers bcc compiles against may not match the running kernel.
+ *
+ * program.py prepends iotrace.h and the IOT_* configuration defines.
+ */
+
+/* Per-thread state, keyed by tid. A plain hash (not LRU): an entry is freed
+ * at thread exit, and a failed insert is counted, never silent. */
+struct iot_thread {
+    __u64 enter_ns;     /* 0 when not inside a traced syscall */
+    __u64 fd;
+    __u64 size;
+    __u64 offset;
+    __u64 uptr;         /* user pointer kept from enter (iocb array, io_event array) */
+    __u64 off_cpu_ns;   /* accumulated inside the current call */
+    __u64 runq_ns;
+    __u64 out_ns;       /* switched out at; 0 while on CPU */
+    __u64 wake_ns;      /* woken at, after out_ns; 0 if not woken yet */
+    __u32 op;
+    __u32 preempted;    /* switched out while runnable */
+};
+
+BPF_RINGBUF_OUTPUT(events, IOT_RINGBUF_PAGES);
+BPF_HASH(pids, __u32, __u8, IOT_MAX_PIDS);            /* traced tgids */
+BPF_HASH(threads, __u32, struct iot_thread, IOT_MAX_THREADS);
+
+/* Counters, per CPU so the hot path never contends; user space sums them. */
+BPF_PERCPU_ARRAY(lost, __u64, IOT_MAX_PROBES);        /* ring buffer full, per probe */
+BPF_PERCPU_ARRAY(unmatched_exit, __u64, IOT_MAX_PROBES);  /* exit without its enter */
+BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit never came */
+#define IOT_C_THREADS_FULL   0   /* thread map full: a thread went untraced */
+#define IOT_C_PIDS_FULL      1   /* pid map full: a child went unfollowed */
+#define IOT_C_AIO_FULL       2   /* AIO in-flight map full: request untracked */
+#define IOT_C_AIO_RESUBMIT   3   /* iocb resubmitted while in flight */
+#define IOT_C_AIO_NO_SUBMIT  4   /* reaped event whose submission was not seen */
+#define IOT_C_AIO_TRUNC      5   /* iocbs/events beyond the per-call loop bound */
+#define IOT_C_URING_FULL     6
+#define IOT_C_URING_NO_SUBMIT 7
+#define IOT_C_OFFCPU_LOST    8   /* reserved */
+#define IOT_C_N              16
+BPF_PERCPU_ARRAY(counters, __u64, IOT_C_N);
+
+static __always_inline void iot_lost(__u32 probe) {
+    __u64 *v = lost.lookup(&probe);
+    if (v) *v += 1;
+}
+
+static __always_inline void iot_counter(__u32 idx) {
+    __u64 *v = counters.lookup(&idx);
+    if (v) *v += 1;
+}
+
+static __always_inline int iot_traced(__u32 tgid) {
+#if IOT_TRACE_ALL
+    return tgid != IOT_SELF_TGID;
+#else
+    return pids.lookup(&tgid) != NULL;
+#endif
+}
+
+static __always_inline struct iotrace_event *iot_reserve(__u32 probe) {
+    struct iotrace_event *e = events.ringbuf_reserve(sizeof(struct iotrace_event));
+    if (!e)
+        iot_lost(probe);
+    return e;
+}
+
+static __always_inline void iot_submit(struct iotrace_event *e) {
+    /* No wakeup: user space drains on a timer, which cuts the cost per event
+     * roughly threefold (DESIGN.md). */
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+/* The state of a traced thread, created on first sight. NULL for threads of
+ * processes that are not traced. */
+static __always_inline struct iot_thread *iot_thread_get(__u64 pid_tgid) {
+    __u32 tid = (__u32)pid_tgid;
+    struct iot_thread *t = threads.lookup(&tid);
+    if (t)
+        return t;
+    if (!iot_traced(pid_tgid >> 32))
+        return NULL;
+    struct iot_thread zero = {};
+    if (threads.insert(&tid, &zero) != 0) {
+        iot_counter(IOT_C_THREADS_FULL);
+        return NULL;
+    }
+    return threads.lookup(&tid);
+}
+
+/* ---- scheduler: off-CPU time inside calls, and per-thread intervals ---- */
+
+TRACEPOINT_PROBE(sched, sched_switch) {
+    __u64 now = bpf_ktime_get_ns();
+    __u32 prev = args->prev_pid;
+    __u32 next = args->next_pid;
+    /* current is still prev here, so its tgid tells whether to follow it */
+    struct iot_thread *p = prev ? iot_thread_get(bpf_get_current_pid_tgid()) : NULL;
+    if (p) {
+        p->out_ns = now;
+        p->wake_ns = 0;
+        /* low byte 0 = TASK_RUNNING: preempted, not asleep */
+        p->preempted = (args->prev_state & 0xff) == 0;
+    }
+    struct iot_thread *n = next ? threads.lookup(&next) : NULL;
+    if (!n || !n->out_ns)
+        return 0;
+    __u64 out = n->out_ns;
+    __u64 off = now - out;
+    __u64 runq = n->preempted ? off : (n->wake_ns ? now - n->wake_ns : 0);
+    n->out_ns = 0;
+    if (n->enter_ns) {
+        n->off_cpu_ns += off;
+        n->runq_ns += runq;
+    }
+#if IOT_OFF_CPU_RECORDS
+    struct iotrace_event *e = iot_reserve(IOT_PROBE_SCHED);
+    if (!e)
+        return 0;
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ts_ns = out;
+    e->end_ns = now;
+    e->runq_ns = runq;
+    e->off_cpu_ns = off;
+    e->fd = -1;
+    e->tid = next;
+    /* the tgid of next is not in the tracepoint; user space fills it from tid */
+    e->kind = IOT_KIND_OFF_CPU;
+    e->op = n->enter_ns ? n->op : 0;
+    iot_submit(e);
+#endif
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup) {
+    __u32 tid = args->pid;
+    struct iot_thread *t = threads.lookup(&tid);
+    if (t && t->out_ns && !t->wake_ns)
+        t->wake_ns = bpf_ktime_get_ns();
+    return 0;
+}
+
+/* ---- lifecycle: follow children, free state at exit ---- */
+
+static __always_inline void iot_task_event(__u32 pid, __u32 tid, __u16 op, __s64 parent) {
+    struct iotrace_event *e = iot_reserve(IOT_PROBE_TASK);
+    if (!e)
+        return;
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ts_ns = bpf_ktime_get_ns();
+    e->pid = pid;
+    e->tid = tid;
+    e->fd = parent;
+    e->kind = IOT_KIND_TASK;
+    e->op = op;
+    /* comm rides in key + user_data (16 bytes) */
+    bpf_get_current_comm(&e->key, 16);
+    iot_submit(e);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!iot_traced(tgid))
+        return 0;
+    /* child_pid is a new process's tgid or a new thread's tid; either way an
+     * entry here makes the child traced (a thread's entry is simply unused). */
+    __u32 child = args->child_pid;
+    __u8 one = 1;
+    if (pids.update(&child, &one) != 0)
+        iot_counter(IOT_C_PIDS_FULL);
+    return 0;
+}
+
+/* The child's own return from fork/clone tells a thread (tgid != tid) from a
+ * process, without reading task_struct. */
+static __always_inline int iot_child_started(long ret) {
+    if (ret != 0)
+        return 0;
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (!iot_traced(tgid))
+        return 0;
+    __s64 parent = -1;
+    iot_task_event(tgid, tid, tgid == tid ? IOT_TASK_FORK : IOT_TASK_THREAD, parent);
+    return 0;
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_clone) { return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3) { return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fork) { return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_vfork) { return iot_child_started(args->ret); }
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!iot_traced(id >> 32))
+        return 0;
+    iot_task_event(id >> 32, (__u32)id, IOT_TASK_EXEC, -1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    struct iot_thread *t = threads.lookup(&tid);
+    if (!t && !iot_traced(tgid))
+        return 0;
+    if (t && t->enter_ns) {
+        /* killed inside a call: its exit will never come */
+        __u32 op = t->op;
+        __u64 *v = unmatched_enter.lookup(&op);
+        if (v) *v += 1;
+    }
+    threads.delete(&tid);
+    iot_task_event(tgid, tid, IOT_TASK_EXIT, -1);
+    /* The last thread of the group is going: forget the pid, so that a
+     * recycled pid is not traced by mistake. */
+    if (args->group_dead)
+        pids.delete(&tgid);
+    return 0;
+}

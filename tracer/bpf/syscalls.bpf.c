@@ -1,0 +1,103 @@
+/* syscalls.bpf.c — enter/exit timing of the traced syscalls.
+ *
+ * program.py instantiates one enter and one exit probe per syscall in
+ * iotrace.events.SYSCALLS, each a one-line call into these helpers, so the
+ * per-call work is the same for every syscall: one map lookup at enter and
+ * one at exit, one ring-buffer record per completed call.
+ */
+
+struct iot_iovec {
+    __u64 base;
+    __u64 len;
+};
+
+/* Bytes asked by an iovec array (first IOT_MAX_IOV entries). */
+static __always_inline __u64 iot_iov_bytes(const void *vec, __u64 vlen) {
+    __u64 total = 0;
+#pragma unroll
+    for (int i = 0; i < IOT_MAX_IOV; i++) {
+        if (i >= vlen)
+            break;
+        struct iot_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (const char *)vec + i * sizeof(v)) != 0)
+            break;
+        total += v.len;
+    }
+    return total;
+}
+
+/* Bytes asked by a struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24. */
+static __always_inline __u64 iot_msghdr_bytes(const void *msg) {
+    __u64 iov[2] = {};
+    if (bpf_probe_read_user(iov, sizeof(iov), (const char *)msg + 16) != 0)
+        return 0;
+    return iot_iov_bytes((const void *)iov[0], iov[1]);
+}
+
+static __always_inline int iot_enter(__u32 op, __s64 fd, __u64 size, __u64 offset, __u64 uptr) {
+    struct iot_thread *t = iot_thread_get(bpf_get_current_pid_tgid());
+    if (!t)
+        return 0;
+    if (t->enter_ns) {
+        /* the previous call never exited (or its exit was not probed) */
+        __u32 prev = t->op;
+        __u64 *v = unmatched_enter.lookup(&prev);
+        if (v) *v += 1;
+    }
+    t->enter_ns = bpf_ktime_get_ns();
+    t->op = op;
+    t->fd = fd;
+    t->size = size;
+    t->offset = offset;
+    t->uptr = uptr;
+    t->off_cpu_ns = 0;
+    t->runq_ns = 0;
+    return 0;
+}
+
+/* The thread's state if it is inside `op`; counts an exit without enter. */
+static __always_inline struct iot_thread *iot_exit_state(__u32 op) {
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    struct iot_thread *t = threads.lookup(&tid);
+    if (!t)
+        return NULL;
+    if (!t->enter_ns || t->op != op) {
+        __u64 *v = unmatched_exit.lookup(&op);
+        if (v) *v += 1;
+        return NULL;
+    }
+    return t;
+}
+
+static __always_inline void iot_emit_call(struct iot_thread *t, __u32 op, long ret, __u64 now) {
+    struct iotrace_event *e = iot_reserve(op);
+    if (!e)
+        return;
+    __u64 id = bpf_get_current_pid_tgid();
+    e->ts_ns = t->enter_ns;
+    e->end_ns = now;
+    e->kdone_ns = 0;
+    e->off_cpu_ns = t->off_cpu_ns;
+    e->runq_ns = t->runq_ns;
+    e->ret = ret;
+    e->fd = (__s64)t->fd;
+    e->size = t->size;
+    e->offset = t->offset;
+    e->key = 0;
+    e->user_data = 0;
+    e->pid = id >> 32;
+    e->tid = (__u32)id;
+    e->kind = IOT_KIND_SYSCALL;
+    e->op = op;
+    e->flags = 0;
+    iot_submit(e);
+}
+
+static __always_inline int iot_exit(__u32 op, long ret) {
+    struct iot_thread *t = iot_exit_state(op);
+    if (!t)
+        return 0;
+    iot_emit_call(t, op, ret, bpf_ktime_get_ns());
+    t->enter_ns = 0;
+    return 0;
+}

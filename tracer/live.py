@@ -1,0 +1,251 @@
+"""The live source: drains the ring buffer on a background thread, writes the
+trace file as batches arrive and hands batches to a consumer (dashboard).
+
+The drain never waits for the consumer: batches queue up and are merged
+when the consumer is slow, so a slow frame costs frames, never events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from iotrace.tracer.bcc_source import BpfProgram, Counters
+from iotrace.tracer.ringbuf import RingReader
+from iotrace.tracer.tasks import TaskRegistry
+
+from iotrace.events import PROBE_NAMES, SYSCALL_BY_NAME, Flag, Kind
+from iotrace.session import EVENT_DTYPE, TraceWriter, empty_events
+from iotrace.source import Batch
+
+DRAIN_INTERVAL_S = 0.010
+"""Records are submitted without wakeups; this is how often the ring is read."""
+COUNTER_INTERVAL_S = 0.2
+WRITE_INTERVAL_S = 0.25
+"""At most this much recording sits in memory before it reaches the file."""
+STATS_INTERVAL_S = 1.0
+
+
+def _probe_id(name: str) -> int:
+    if name in SYSCALL_BY_NAME:
+        return SYSCALL_BY_NAME[name].op
+    for pid, pname in PROBE_NAMES.items():
+        if pname == name:
+            return pid
+    return 0
+
+
+def monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class LiveSource:
+    """TraceSource over a loaded BpfProgram."""
+
+    live = True
+
+    def __init__(
+        self,
+        prog: BpfProgram,
+        writer: TraceWriter,
+        meta: dict[str, Any],
+        registry: TaskRegistry,
+        *,
+        consumer: bool = True,
+    ) -> None:
+        self.meta = meta
+        self.path: Path | None = writer.path
+        self._prog = prog
+        self._writer = writer
+        self._reader = RingReader(prog.ringbuf_fd, prog.ringbuf_bytes)
+        self.registry = registry
+        self._consumer = consumer
+        self._cond = threading.Condition()
+        self._queue: list[Batch] = []
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="iotrace-drain", daemon=True)
+        self._pending: list[np.ndarray] = []
+        self._pending_since = 0.0
+        self._last_counters = Counters({}, {}, {}, {})
+        self._last_counter_ns = monotonic_ns()
+        self._last_stats_write = 0.0
+        self.events_total = 0
+        self.lost_total = 0
+        self.error: str = ""
+        self._rate_window: list[tuple[float, int]] = []
+
+    # ---- TraceSource ----
+    def read(self, timeout: float) -> Batch | None:
+        with self._cond:
+            if not self._queue and not self._finished:
+                self._cond.wait(timeout)
+            if not self._queue:
+                return None if self._finished else Batch(events=empty_events())
+            batches, self._queue = self._queue, []
+        if len(batches) == 1:
+            return batches[0]
+        stats = next((b.stats for b in reversed(batches) if b.stats), {})
+        return Batch(
+            events=np.concatenate([b.events for b in batches]),
+            tasks=[t for b in batches for t in b.tasks],
+            stats=stats,
+            now_ns=batches[-1].now_ns,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- control ----
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        c = self._last_counters.as_dict()
+        now = time.monotonic()
+        window = [(t, n) for t, n in self._rate_window if now - t <= 2.0]
+        rate = 0.0
+        if len(window) >= 2 and window[-1][0] > window[0][0]:
+            rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+        return {
+            **c,
+            "events": self.events_total,
+            "lost_total": self.lost_total,
+            "events_per_s": round(rate, 1),
+            "write_error": self._writer.error,
+        }
+
+    # ---- the drain thread ----
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(DRAIN_INTERVAL_S):
+                self._drain_once(final=False)
+                if self._writer.error:
+                    self.error = self._writer.error
+                    break
+            self._drain_once(final=True)
+        except Exception as exc:  # surfaced to the user by the recorder
+            self.error = f"the drain thread failed: {exc!r}"
+        finally:
+            self._flush_pending()
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _drain_once(self, *, final: bool) -> None:
+        parts = []
+        while True:
+            part = self._reader.drain()
+            if len(part):
+                parts.append(part)
+            if len(part) < (1 << 20) or not final:
+                break
+        now_ns = monotonic_ns()
+        lost_rows = self._check_counters(now_ns, force=final)
+        if lost_rows is not None:
+            parts.append(lost_rows)
+        if final:
+            parts.append(self._not_observed(now_ns))
+        if not parts:
+            return
+        batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if len(batch) == 0:
+            return
+        self.registry.observe(batch)
+        self.events_total += len(batch)
+        self._rate_window.append((time.monotonic(), self.events_total))
+        if len(self._rate_window) > 400:
+            self._rate_window = self._rate_window[-200:]
+        new_tasks = self.registry.take_new()
+        if new_tasks:
+            self._writer.write_tasks(new_tasks)
+        self._pending.append(batch)
+        mono = time.monotonic()
+        if not self._pending_since:
+            self._pending_since = mono
+        if mono - self._pending_since >= WRITE_INTERVAL_S:
+            self._flush_pending()
+        if mono - self._last_stats_write >= STATS_INTERVAL_S:
+            self._last_stats_write = mono
+            self._writer.write_stats(self.stats)
+        if self._consumer:
+            with self._cond:
+                self._queue.append(
+                    Batch(events=batch, tasks=new_tasks, stats=self.stats, now_ns=now_ns)
+                )
+                self._cond.notify_all()
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        batch = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = []
+        self._pending_since = 0.0
+        self._writer.write_events(batch)
+
+    def _check_counters(self, now_ns: int, *, force: bool) -> np.ndarray | None:
+        """LOST records for ring-buffer reserves that failed since the last look,
+        dated to the interval they happened in, so a gap is never drawn idle."""
+        if not force and now_ns - self._last_counter_ns < COUNTER_INTERVAL_S * 1e9:
+            return None
+        c = self._prog.counters()
+        rows = []
+        for name, total in c.lost.items():
+            delta = total - self._last_counters.lost.get(name, 0)
+            if delta > 0:
+                rows.append((name, delta))
+        start_ns = self._last_counter_ns
+        self._last_counters = c
+        self._last_counter_ns = now_ns
+        self.lost_total = c.total_lost
+        if not rows:
+            return None
+        out = np.zeros(len(rows), dtype=EVENT_DTYPE)
+        for i, (name, delta) in enumerate(rows):
+            out[i]["ts_ns"] = start_ns
+            out[i]["end_ns"] = now_ns
+            out[i]["size"] = delta
+            out[i]["kind"] = Kind.LOST
+            out[i]["op"] = _probe_id(name)
+            out[i]["fd"] = -1
+        return out
+
+    def _not_observed(self, now_ns: int) -> np.ndarray:
+        """Requests still in flight at the end: reported, never given a time."""
+        aio = self._prog.aio_in_flight()
+        uring = self._prog.uring_in_flight()
+        out = np.zeros(len(aio) + len(uring), dtype=EVENT_DTYPE)
+        for i, r in enumerate(aio):
+            out[i]["ts_ns"] = r["submit_ns"]
+            out[i]["fd"] = r["fd"]
+            out[i]["size"] = r["nbytes"]
+            out[i]["offset"] = r["offset"]
+            out[i]["key"] = r["iocb"]
+            out[i]["user_data"] = r["aio_data"]
+            out[i]["pid"] = r["pid"]
+            out[i]["tid"] = r["tid"]
+            out[i]["kind"] = Kind.AIO_REQUEST
+            out[i]["op"] = r["opcode"]
+            out[i]["flags"] = Flag.NOT_OBSERVED
+        for j, r in enumerate(uring, start=len(aio)):
+            out[j]["ts_ns"] = r["submit_ns"]
+            out[j]["fd"] = r["fd"]
+            out[j]["key"] = r["req"]
+            out[j]["user_data"] = r["user_data"]
+            out[j]["pid"] = r["pid"]
+            out[j]["tid"] = r["tid"]
+            out[j]["kind"] = Kind.URING_REQUEST
+            out[j]["op"] = r["opcode"]
+            out[j]["flags"] = r["flags"] | Flag.NOT_OBSERVED
+        self.not_observed = {"aio": len(aio), "uring": len(uring)}
+        return out
+
+    def close(self) -> None:
+        self._reader.close()

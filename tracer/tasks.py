@@ -1,0 +1,152 @@
+"""Who is who: task identities for the records of a live trace.
+
+The BPF side only knows pids and tids; names, parents and workload labels
+come from TASK records and /proc. A process is named by (pid, start time),
+so a recycled pid never merges two processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from iotrace.events import Kind, TaskOp, comm_from_words
+from iotrace.session import TaskInfo
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def read_proc_stat(pid: int, tid: int | None = None, proc: Path = Path("/proc")) -> dict | None:
+    """comm, ppid and start time (ns since boot) of a task, or None if it is gone."""
+    path = proc / str(pid) / "stat" if tid is None else proc / str(pid) / "task" / str(tid) / "stat"
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split at the last ')'.
+    lpar, rpar = text.find("("), text.rfind(")")
+    if lpar < 0 or rpar < 0:
+        return None
+    rest = text[rpar + 2 :].split()
+    try:
+        return {
+            "comm": text[lpar + 1 : rpar],
+            "ppid": int(rest[1]),
+            "start_ns": int(rest[19]) * (1_000_000_000 // _CLK_TCK),
+        }
+    except (IndexError, ValueError):
+        return None
+
+
+def tgid_of(tid: int, proc: Path = Path("/proc")) -> int | None:
+    try:
+        for line in (proc / str(tid) / "status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def descendants(pids: list[int], proc: Path = Path("/proc")) -> list[int]:
+    """The given pids and every process below them, as /proc shows them now."""
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        st = read_proc_stat(int(entry.name), proc=proc)
+        if st:
+            children.setdefault(st["ppid"], []).append(int(entry.name))
+    out, todo = [], list(pids)
+    seen: set[int] = set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+class TaskRegistry:
+    """Tasks seen so far; hands out the ones new since the last call."""
+
+    def __init__(self) -> None:
+        self.by_tid: dict[int, TaskInfo] = {}
+        self.pid_of_tid: dict[int, int] = {}
+        self.workload_of_pid: dict[int, str] = {}
+        self._new: list[TaskInfo] = []
+
+    def label(self, pid: int, workload: str) -> None:
+        """Name the workload a process (and its future children) belongs to."""
+        self.workload_of_pid[pid] = workload
+        for t in self.by_tid.values():
+            if t.pid == pid and not t.workload:
+                t.workload = workload
+
+    def add(self, pid: int, tid: int, comm: str = "", ts_ns: int = 0) -> TaskInfo:
+        known = self.by_tid.get(tid)
+        if known is not None and known.pid == pid and (not comm or known.comm == comm):
+            return known
+        st = read_proc_stat(pid, tid if tid != pid else None)
+        ppid = 0
+        start_ns = ts_ns
+        if st is not None:
+            comm = comm or st["comm"]
+            start_ns = st["start_ns"]
+            ppid = st["ppid"]
+        if tid != pid:
+            ppid = pid
+        workload = self.workload_of_pid.get(pid) or self.workload_of_pid.get(ppid, "")
+        if workload:
+            self.workload_of_pid.setdefault(pid, workload)
+        info = TaskInfo(
+            pid=pid, tid=tid, comm=comm, ppid=ppid, start_ns=start_ns, workload=workload
+        )
+        self.by_tid[tid] = info
+        self.pid_of_tid[tid] = pid
+        self._new.append(info)
+        return info
+
+    def observe(self, batch: np.ndarray) -> None:
+        """Learn tasks from a decoded batch, and fill in the pid of OFF_CPU records
+        (the sched_switch tracepoint names only the thread)."""
+        if len(batch) == 0:
+            return
+        kinds = batch["kind"]
+        task_rows = np.flatnonzero(kinds == Kind.TASK)
+        for i in task_rows:
+            r = batch[i]
+            comm = comm_from_words(int(r["key"]), int(r["user_data"]))
+            pid, tid = int(r["pid"]), int(r["tid"])
+            if int(r["op"]) == TaskOp.EXEC:
+                self.by_tid.pop(tid, None)
+            self.add(pid, tid, comm, int(r["ts_ns"]))
+        off = kinds == Kind.OFF_CPU
+        if off.any():
+            tids = batch["tid"][off]
+            pids = np.array([self._pid_for(int(t)) for t in tids], dtype=np.uint32)
+            batch["pid"][off] = pids
+        other = ~off & (kinds != Kind.TASK)
+        if other.any():
+            pairs = np.unique(np.stack([batch["pid"][other], batch["tid"][other]], axis=1), axis=0)
+            for pid, tid in pairs:
+                if int(tid) not in self.by_tid:
+                    self.add(int(pid), int(tid))
+
+    def _pid_for(self, tid: int) -> int:
+        pid = self.pid_of_tid.get(tid)
+        if pid is None:
+            pid = tgid_of(tid) or tid
+            self.add(pid, tid)
+        return pid
+
+    def take_new(self) -> list[TaskInfo]:
+        new, self._new = self._new, []
+        return new
+
+    def all(self) -> list[TaskInfo]:
+        return list(self.by_tid.values())
