@@ -466,26 +466,28 @@ def required_failed(checks: list[Check]) -> bool:
     return any(c.status == "fail" and c.required for c in checks)
 
 
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    # Paths and package names stay whole: a line a little long beats a path cut in two.
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+        break_long_words=False,
+    ) or [first.rstrip()]
+
+
 def render_text(checks: list[Check]) -> str:
     lines = []
     indent = " " * 24
     for c in checks:
-        head = f"{_LABEL[c.status]:<5} {c.name:<17} "
-        lines += textwrap.wrap(c.summary, WIDTH, initial_indent=head, subsequent_indent=indent) or [
-            head.rstrip()
-        ]
+        lines += _wrap(c.summary, f"{_LABEL[c.status]:<5} {c.name:<17} ", indent)
         if c.status != "ok":
             for d in c.details:
-                lines += textwrap.wrap(
-                    d, WIDTH, initial_indent=indent + "- ", subsequent_indent=indent + "  "
-                )
+                lines += _wrap(d, indent + "- ", indent + "  ")
             if c.fix:
-                lines += textwrap.wrap(
-                    f"fix: {c.fix}",
-                    WIDTH,
-                    initial_indent=indent,
-                    subsequent_indent=indent + "     ",
-                )
+                lines += _wrap(f"fix: {c.fix}", indent, indent + "     ")
     n = counts(checks)
     verdict = "cannot trace" if required_failed(checks) else "ready to trace"
     lines.append(
