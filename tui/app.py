@@ -1,0 +1,137 @@
+"""The dashboard app: a drain thread feeds the aggregator, the UI redraws on a timer.
+
+`make_app` builds it (the CLI and the snapshot tests use the same factory);
+`run_dashboard` runs it in the terminal until the user quits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from iotrace.tui.messages import SnapshotTaken, SourceEnded, SourceFailed
+from iotrace.tui.model import DEFAULT_MAX_EVENTS, Aggregator
+from iotrace.tui.screens.dashboard import DashboardScreen
+from textual.app import App
+
+from iotrace.errors import IotraceError
+from iotrace.source import TraceSource
+
+REDRAW_HZ = 12
+SNAPSHOT_EVERY_S = 0.2
+READ_TIMEOUT_S = 0.1
+
+
+class DashboardApp(App[None]):
+    CSS_PATH = "iotrace.tcss"
+    TITLE = "iotrace"
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(
+        self,
+        source: TraceSource,
+        *,
+        clock: Callable[[], int] | None = None,
+        title: str = "",
+        max_events: int = DEFAULT_MAX_EVENTS,
+        redraw_hz: float = REDRAW_HZ,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.clock: Callable[[], int] = clock or time.monotonic_ns
+        self.title_text = title
+        self.redraw_hz = redraw_hz
+        self.aggregator = Aggregator(source.meta, live=source.live, max_events=max_events)
+        self.source_done = threading.Event()
+        """Set once the source returned None and the final snapshot was posted."""
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.snapshots_posted = 0
+
+    def get_default_screen(self) -> DashboardScreen:
+        return DashboardScreen()
+
+    @property
+    def dashboard(self) -> DashboardScreen:
+        return self.get_default_screen_instance()
+
+    def get_default_screen_instance(self) -> DashboardScreen:
+        screen = self.screen_stack[0]
+        assert isinstance(screen, DashboardScreen)
+        return screen
+
+    def on_mount(self) -> None:
+        self._thread = threading.Thread(
+            target=self._drain, name="iotrace-dashboard-drain", daemon=True
+        )
+        self._thread.start()
+        self.set_interval(1 / self.redraw_hz, self._tick)
+
+    def _tick(self) -> None:
+        self.get_default_screen_instance().tick()
+
+    def _post_snapshot(self) -> None:
+        self.snapshots_posted += 1
+        self.post_message(SnapshotTaken(self.aggregator.snapshot()))
+
+    def _drain(self) -> None:
+        """Read the source until it ends; aggregate here, off the UI thread.
+        Never waits for the UI: snapshots replace each other in its queue."""
+        agg = self.aggregator
+        last = 0.0
+        try:
+            while not self._stop.is_set():
+                batch = self.source.read(READ_TIMEOUT_S)
+                if batch is None:
+                    break
+                agg.ingest(batch)
+                now = time.monotonic()
+                if now - last >= SNAPSHOT_EVERY_S:
+                    last = now
+                    self._post_snapshot()
+            agg.damage = str(getattr(self.source, "damage", "") or "")
+            agg.finished = True
+            self._post_snapshot()
+            self.post_message(SourceEnded())
+        except IotraceError as exc:
+            self.post_message(SourceFailed(str(exc)))
+        except Exception as exc:  # a bug in a source must not kill the UI silently
+            self.post_message(SourceFailed(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.source_done.set()
+
+    def on_snapshot_taken(self, message: SnapshotTaken) -> None:
+        self.get_default_screen_instance().take(message.snapshot)
+
+    def on_source_ended(self, message: SourceEnded) -> None:
+        self.get_default_screen_instance().source_ended()
+
+    def on_source_failed(self, message: SourceFailed) -> None:
+        self.error = message.error
+        self.notify(message.error, title="the event source failed", severity="error", timeout=30)
+        self.get_default_screen_instance().source_ended()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * READ_TIMEOUT_S + 0.5)
+
+
+def make_app(
+    source: TraceSource, *, clock: Callable[[], int] | None = None, title: str = "", **kw: Any
+) -> DashboardApp:
+    """The dashboard on `source`; `clock` (monotonic ns) is fixed in tests."""
+    return DashboardApp(source, clock=clock, title=title, **kw)
+
+
+def run_dashboard(source: TraceSource, *, title: str = "") -> None:
+    """Run the dashboard in this terminal until the user quits (q).
+
+    The caller stops the source, closes the trace and prints its path."""
+    app = make_app(source, title=title)
+    app.run()
+    if app.error:
+        raise IotraceError(app.error)

@@ -1,0 +1,393 @@
+"""Turn stored events into timeline cells: one state per (thread, time cell),
+and in-flight depth per (thread, time cell) for async requests. Pure numpy,
+no widgets, so it is tested and benchmarked on its own.
+
+Each event is spread over the cells it overlaps in proportion to the time it
+spends in each state (on CPU, asleep, waiting to run); a cell shows the
+state that filled most of it. Time between a thread's first and last event
+that no traced call or off-CPU interval explains is "running in user space".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+from iotrace.tui.model import (
+    FAM_ASYNC,
+    FAM_DATA,
+    FAM_MUX,
+    FAM_OTHER,
+    FAMILY_OF_OP,
+    REQUEST_KINDS,
+    LaneInfo,
+    LostGap,
+    Store,
+)
+
+from iotrace.events import EAGAIN, SYSCALL_BY_NAME, Flag, Kind
+
+# Thread states, in the order argmax breaks ties (earlier wins).
+NONE: Final = 0
+USER: Final = 1
+SYS: Final = 2
+SPIN: Final = 3
+BLOCK: Final = 4
+MUX: Final = 5
+REAP: Final = 6
+RUNQ: Final = 7
+SLEEP: Final = 8
+LOST: Final = 9
+# Request bar phases (drawn in request sub-lanes).
+REQ_KERNEL: Final = 10
+REQ_WORKER: Final = 11
+REQ_REAP: Final = 12
+
+GLYPH: Final = {
+    NONE: " ",
+    USER: "━",
+    SYS: "█",
+    SPIN: "▓",
+    BLOCK: "░",
+    MUX: "┄",
+    REAP: "~",
+    RUNQ: "▒",
+    SLEEP: "·",
+    LOST: "×",
+    REQ_KERNEL: "═",
+    REQ_WORKER: "≡",
+    REQ_REAP: "─",
+}
+MEANING: Final = {
+    USER: "running in user space",
+    SYS: "in a syscall, on CPU",
+    SPIN: "EAGAIN retry (spinning)",
+    BLOCK: "blocked in a read (asleep)",
+    MUX: "waiting in select/poll/epoll",
+    REAP: "waiting for async completions",
+    RUNQ: "runnable, waiting for a CPU",
+    SLEEP: "asleep outside traced calls",
+    LOST: "events lost: unknown",
+    REQ_KERNEL: "request in flight",
+    REQ_WORKER: "in flight on an io-wq worker",
+    REQ_REAP: "done, not yet reaped",
+}
+LEGEND_ORDER: Final = (
+    USER,
+    SYS,
+    SPIN,
+    BLOCK,
+    MUX,
+    REAP,
+    RUNQ,
+    SLEEP,
+    LOST,
+    REQ_KERNEL,
+    REQ_WORKER,
+    REQ_REAP,
+)
+_N_CAT: Final = 9  # ALIVE + the 8 thread states USER..SLEEP (USER slot holds ALIVE)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events the timeline draws: all, or only some fds / syscalls."""
+
+    fds: frozenset[int] = frozenset()
+    ops: frozenset[int] = frozenset()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fds or self.ops)
+
+    def mask(self, ev: dict[str, np.ndarray]) -> np.ndarray:
+        m = np.ones(len(ev["ts_ns"]), dtype=bool)
+        if self.fds:
+            m &= np.isin(ev["fd"], list(self.fds))
+        if self.ops:
+            m &= (ev["kind"] != Kind.SYSCALL) | np.isin(ev["op"], list(self.ops))
+            m &= ev["kind"] != Kind.OFF_CPU
+        return m
+
+
+@dataclass(frozen=True)
+class LaneFilter:
+    """Which threads get lanes: a comm/workload substring, pid or tid."""
+
+    text: str = ""
+    ids: frozenset[int] = frozenset()
+
+    def keep(self, lane: LaneInfo) -> bool:
+        if not self.text and not self.ids:
+            return True
+        if self.ids and (lane.pid in self.ids or lane.tid in self.ids):
+            return True
+        t = self.text.lower()
+        return bool(t) and (t in lane.comm.lower() or t in lane.row.lower())
+
+
+def parse_filter(text: str) -> tuple[LaneFilter, EventFilter]:
+    """`/` filter text: words like `fd:5`, `pread64`, `1234` (pid or tid), `fio`."""
+    fds: set[int] = set()
+    ops: set[int] = set()
+    ids: set[int] = set()
+    words: list[str] = []
+    for w in text.replace(",", " ").split():
+        lw = w.lower()
+        if lw.startswith("fd") and lw[2:].lstrip(":=").isdigit():
+            fds.add(int(lw[2:].lstrip(":=")))
+        elif lw in SYSCALL_BY_NAME:
+            ops.add(SYSCALL_BY_NAME[lw].op)
+        elif lw.isdigit():
+            ids.add(int(lw))
+        else:
+            words.append(w)
+    return (
+        LaneFilter(" ".join(words), frozenset(ids)),
+        EventFilter(frozenset(fds), frozenset(ops)),
+    )
+
+
+def cover(
+    idx: np.ndarray,
+    s: np.ndarray,
+    e: np.ndarray,
+    w: np.ndarray,
+    n_idx: int,
+    t0: int,
+    cell_ns: float,
+    ncells: int,
+) -> np.ndarray:
+    """Sum of w x (fraction of each cell covered by [s, e)), per (idx, cell).
+
+    O(n) with no sort: a partial first and last cell, and a difference array
+    for the full cells in between.
+    """
+    K = ncells
+    out = np.zeros(n_idx * K, dtype=np.float64)
+    if len(s) == 0:
+        return out.reshape(n_idx, K)
+    x0 = np.clip((s - t0) / cell_ns, 0, K)
+    x1 = np.clip((e - t0) / cell_ns, 0, K)
+    keep = x1 > x0
+    if not keep.all():
+        idx, x0, x1, w = idx[keep], x0[keep], x1[keep], w[keep]
+    i0 = np.minimum(x0.astype(np.intp), K - 1)
+    i1 = x1.astype(np.intp)
+    base = idx.astype(np.intp) * K
+    same = i1 == i0
+    diff = ~same
+    out += np.bincount(base[same] + i0[same], weights=((x1 - x0) * w)[same], minlength=n_idx * K)
+    if diff.any():
+        i0d, i1d, wd, x0d, x1d = i0[diff], i1[diff], w[diff], x0[diff], x1[diff]
+        bd = base[diff]
+        out += np.bincount(bd + i0d, weights=(i0d + 1 - x0d) * wd, minlength=n_idx * K)
+        tail = i1d < K
+        out += np.bincount(
+            bd[tail] + i1d[tail], weights=((x1d - i1d) * wd)[tail], minlength=n_idx * K
+        )
+        mid = i1d > i0d + 1
+        if mid.any():
+            row = idx[diff][mid].astype(np.intp) * (K + 1)
+            d = np.bincount(row + i0d[mid] + 1, weights=wd[mid], minlength=n_idx * (K + 1))
+            d -= np.bincount(row + i1d[mid], weights=wd[mid], minlength=n_idx * (K + 1))
+            out += np.cumsum(d.reshape(n_idx, K + 1), axis=1)[:, :K].reshape(-1)
+    return out.reshape(n_idx, K)
+
+
+@dataclass
+class RequestBars:
+    """In-flight depth drawn as stacked sub-lanes; each sub-lane is `scale` requests."""
+
+    lines: list[np.ndarray]
+    scale: int
+    max_depth: float
+
+
+@dataclass
+class FrameData:
+    t0: int
+    t1: int
+    ncells: int
+    states: dict[int, np.ndarray] = field(default_factory=dict)
+    """tid -> state per cell (uint8)."""
+    requests: dict[int, RequestBars] = field(default_factory=dict)
+    lost: np.ndarray | None = None
+    events_in_view: int = 0
+
+
+def lost_cells(
+    gaps: tuple[LostGap, ...] | list[LostGap],
+    t0: int,
+    t1: int,
+    ncells: int,
+) -> np.ndarray:
+    if not gaps:
+        return np.zeros(ncells, dtype=bool)
+    s = np.array([g.ts_ns for g in gaps], dtype=np.float64)
+    e = np.array([max(g.end_ns, g.ts_ns + 1) for g in gaps], dtype=np.float64)
+    cell_ns = (t1 - t0) / ncells
+    # A gap shorter than a cell still marks that cell: a loss is never hidden.
+    e = np.maximum(e, s + cell_ns * 1e-6)
+    cov = cover(np.zeros(len(s), np.intp), s, e, np.ones(len(s)), 1, t0, cell_ns, ncells)
+    return np.asarray(cov[0] > 0)
+
+
+def compute(
+    store: Store,
+    lanes: list[LaneInfo],
+    t0: int,
+    t1: int,
+    ncells: int,
+    *,
+    lost_gaps: tuple[LostGap, ...] | list[LostGap] = (),
+    event_filter: EventFilter | None = None,
+    max_sub: int = 4,
+) -> FrameData:
+    """States and request bars for `lanes` over [t0, t1) in `ncells` cells."""
+    t1 = max(t1, t0 + ncells)
+    frame = FrameData(t0, t1, ncells)
+    if ncells <= 0 or not lanes:
+        return frame
+    cell_ns = (t1 - t0) / ncells
+    ev = store.query(t0, t1)
+    if event_filter is not None and event_filter.active:
+        m = event_filter.mask(ev)
+        ev = {k: v[m] for k, v in ev.items()}
+    frame.events_in_view = len(ev["ts_ns"])
+    tids = np.array(sorted(la.tid for la in lanes), dtype=np.int64)
+    L = len(tids)
+    pos = np.searchsorted(tids, ev["tid"].astype(np.int64))
+    pos = np.minimum(pos, L - 1)
+    known = tids[pos] == ev["tid"]
+    kind = ev["kind"]
+
+    # --- thread states ---
+    idx_parts: list[np.ndarray] = []
+    s_parts: list[np.ndarray] = []
+    e_parts: list[np.ndarray] = []
+    w_parts: list[np.ndarray] = []
+
+    def add(cat: int, m: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray) -> None:
+        sel = m & (w > 0)
+        idx_parts.append(pos[sel] * _N_CAT + cat)
+        s_parts.append(s[sel])
+        e_parts.append(e[sel])
+        w_parts.append(w[sel])
+
+    ts = ev["ts_ns"].astype(np.float64)
+    end = ev["end_ns"].astype(np.float64)
+    sc = known & (kind == Kind.SYSCALL) & (end > ts)
+    if sc.any():
+        dur = np.where(sc, end - ts, 1.0)
+        off = np.minimum(ev["off_cpu_ns"].astype(np.float64), dur)
+        runq = np.minimum(ev["runq_ns"].astype(np.float64), off)
+        on = (dur - off) / dur
+        asleep = (off - runq) / dur
+        rq = runq / dur
+        fam = FAMILY_OF_OP[np.minimum(ev["op"], len(FAMILY_OF_OP) - 1)]
+        spin = ev["ret"] == -EAGAIN
+        add(SYS, sc & ~spin, ts, end, on)
+        add(SPIN, sc & spin, ts, end, on)
+        add(BLOCK, sc & ((fam == FAM_DATA) | (fam == FAM_OTHER)), ts, end, asleep)
+        add(MUX, sc & (fam == FAM_MUX), ts, end, asleep)
+        add(REAP, sc & (fam == FAM_ASYNC), ts, end, asleep)
+        add(RUNQ, sc, ts, end, rq)
+    oc = known & (kind == Kind.OFF_CPU) & (ev["op"] == 0) & (end > ts)
+    if oc.any():
+        dur = np.where(oc, end - ts, 1.0)
+        runq = np.minimum(ev["runq_ns"].astype(np.float64), dur)
+        add(SLEEP, oc, ts, end, (dur - runq) / dur)
+        add(RUNQ, oc, ts, end, runq / dur)
+    if not (event_filter is not None and event_filter.active):
+        # Alive span per lane, in the USER slot; user = alive - everything else.
+        by_tid = {la.tid: la for la in lanes}
+        first = np.array([by_tid[int(t)].first_ns for t in tids], dtype=np.float64)
+        last = np.array([by_tid[int(t)].last_ns for t in tids], dtype=np.float64)
+        idx_parts.append(np.arange(L) * _N_CAT + USER)
+        s_parts.append(first)
+        e_parts.append(last)
+        w_parts.append(np.ones(L))
+    cov = cover(
+        np.concatenate(idx_parts),
+        np.concatenate(s_parts),
+        np.concatenate(e_parts),
+        np.concatenate(w_parts),
+        L * _N_CAT,
+        t0,
+        cell_ns,
+        ncells,
+    ).reshape(L, _N_CAT, ncells)
+    others = cov[:, SYS:, :].sum(axis=1)
+    cov[:, USER, :] = np.maximum(cov[:, USER, :] - others, 0)
+    # Slot 0 is unused (NONE); argmax over USER..SLEEP.
+    state = (np.argmax(cov[:, USER:, :], axis=1) + USER).astype(np.uint8)
+    filled = cov[:, USER:, :].sum(axis=1)
+    state[filled < 0.02] = NONE
+    lost = lost_cells(lost_gaps, t0, t1, ncells)
+    frame.lost = lost
+    if lost.any():
+        state[:, lost] = LOST
+    for i, t in enumerate(tids.tolist()):
+        frame.states[t] = state[i]
+
+    # --- async request bars ---
+    req_lanes = [la.tid for la in lanes if la.has_requests]
+    if req_lanes:
+        rq_m = known & np.isin(kind, [int(k) for k in REQUEST_KINDS])
+        if rq_m.any():
+            kd = ev["kdone_ns"].astype(np.float64)
+            worker = (ev["flags"] & int(Flag.WORKER)) != 0
+            kern_end = np.where(kd > 0, kd, end)
+            k_ok = rq_m & (kern_end > ts)
+            r_ok = rq_m & (kd > 0) & (end > kd)
+            idx = np.concatenate([pos[k_ok] * 3 + np.where(worker[k_ok], 1, 0), pos[r_ok] * 3 + 2])
+            s = np.concatenate([ts[k_ok], kd[r_ok]])
+            e = np.concatenate([kern_end[k_ok], end[r_ok]])
+            rcov = cover(idx, s, e, np.ones(len(s)), L * 3, t0, cell_ns, ncells).reshape(
+                L, 3, ncells
+            )
+            for t in req_lanes:
+                i = int(np.searchsorted(tids, t))
+                kern, wk, reap = rcov[i, 0], rcov[i, 1], rcov[i, 2]
+                total = kern + wk + reap
+                max_depth = float(total.max()) if ncells else 0.0
+                if max_depth <= 0:
+                    frame.requests[t] = RequestBars([], 1, 0.0)
+                    continue
+                nsub = min(max_sub, max(1, int(np.ceil(max_depth))))
+                scale = max(1, int(np.ceil(max_depth / max_sub)))
+                lines = []
+                for j in range(nsub):
+                    line = np.full(ncells, NONE, dtype=np.uint8)
+                    in_kernel = (kern + wk) / scale > j
+                    line[total / scale > j] = REQ_REAP
+                    line[in_kernel] = np.where(wk > kern, REQ_WORKER, REQ_KERNEL)[in_kernel]
+                    if lost.any():
+                        line[lost] = LOST
+                    lines.append(line)
+                frame.requests[t] = RequestBars(lines, scale, max_depth)
+    return frame
+
+
+def calls_before(
+    store: Store,
+    tid: int,
+    at_ns: int,
+    n: int,
+    *,
+    lookback_ns: int,
+    event_filter: EventFilter | None = None,
+) -> list[dict[str, int]]:
+    """Up to `n` calls or requests of thread `tid` that started at or before `at_ns`
+    (and reach back at most `lookback_ns`), newest first, as plain dicts."""
+    ev = store.query(at_ns - lookback_ns, at_ns)
+    m = (ev["tid"] == tid) & (ev["ts_ns"] <= at_ns) & (ev["kind"] != Kind.OFF_CPU)
+    if event_filter is not None and event_filter.active:
+        m &= event_filter.mask(ev)
+    idx = np.flatnonzero(m)
+    if len(idx) == 0:
+        return []
+    order = idx[np.argsort(ev["ts_ns"][idx], kind="stable")[::-1][:n]]
+    return [{k: int(v[i]) for k, v in ev.items()} for i in order.tolist()]

@@ -1,0 +1,1 @@
+"""Dashboard screens: the main one and the modal ones (help, details, filter)."""

@@ -1,0 +1,1 @@
+"""Dashboard widgets: each draws from a `Snapshot`, the store, or both."""
