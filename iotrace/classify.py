@@ -40,6 +40,16 @@ class Activity:
     """Syscall name -> calls that returned EAGAIN."""
     requests: Mapping[str, int] = field(default_factory=dict)
     """Async API ("libaio", "io_uring", "posix-aio") -> requests seen."""
+    threads: int = 1
+    """Threads that did anything traced."""
+    main_data_calls: int = 0
+    """Data calls made by the main thread (tid == pid)."""
+    helper_threads: int = 0
+    """Threads other than the main one that made data calls."""
+    main_mux_calls: int = 0
+    """Multiplexer calls made by the main thread."""
+    helper_calls: Mapping[str, int] = field(default_factory=dict)
+    """Syscall name -> data calls made by threads other than the main one."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,10 @@ class Label:
     """One sentence built from the numbers."""
     breakdown: Mapping[str, float] = field(default_factory=dict)
     """Model -> share of I/O calls, when a program mixes models."""
+
+
+_AIO_CALLS = {"io_submit", "io_getevents", "io_pgetevents"}
+_POSITIONAL = {"pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2"}
 
 
 def _pct(part: float, whole: float) -> int:
@@ -65,52 +79,138 @@ def _data_calls(a: Activity) -> dict[str, int]:
     }
 
 
+def _async_requests(a: Activity) -> dict[str, int]:
+    """Async requests by API; when the request probes saw nothing, the submission
+    calls still show the API (one request per call at least)."""
+    reqs = {k: v for k, v in a.requests.items() if v > 0}
+    if not reqs.get("libaio") and a.syscalls.get("io_submit", 0) > 0:
+        reqs["libaio"] = a.syscalls["io_submit"]
+    if not reqs.get("io_uring") and a.syscalls.get("io_uring_enter", 0) > 0:
+        reqs["io_uring"] = a.syscalls["io_uring_enter"]
+    return reqs
+
+
+def _looks_like_posix_aio(a: Activity) -> bool:
+    """glibc's POSIX AIO without uprobe data: the main thread makes no data calls and
+    no multiplexer calls, while helper threads make only positional reads/writes."""
+    helper = {n: c for n, c in a.helper_calls.items() if c > 0}
+    return (
+        a.helper_threads > 0
+        and a.main_data_calls == 0
+        and a.main_mux_calls == 0
+        and bool(helper)
+        and set(helper) <= _POSITIONAL
+    )
+
+
 def classify(a: Activity) -> Label:
     """The model this activity shows, its API and the evidence for it."""
     data = _data_calls(a)
     n_data = sum(data.values())
-    async_reqs = {k: v for k, v in a.requests.items() if v > 0}
+    reqs = _async_requests(a)
+    n_async = sum(reqs.values())
     mux = {n: c for n, c in a.syscalls.items() if n in _MUX and c > 0}
-    eagain = sum(a.eagain.values())
-
-    shares: dict[str, float] = {}
-    total = n_data + sum(async_reqs.values()) + sum(mux.values())
+    n_mux = sum(mux.values())
+    eagain = sum(v for n, v in a.eagain.items() if n in data)
+    total = n_data + n_async + n_mux
     if total == 0:
         return Label("idle", "-", "no I/O system calls seen")
-    if async_reqs:
-        api = max(async_reqs, key=lambda k: async_reqs[k])
-        nreq = async_reqs[api]
-        shares["async-nonblocking"] = nreq / total
-        if nreq >= max(n_data, sum(mux.values())) or api != "posix-aio":
-            return Label(
-                "async-nonblocking",
-                api,
-                f"{nreq} requests submitted through {api}; they overlap in flight",
-                shares,
+
+    def shares(primary: str) -> dict[str, float]:
+        """Model -> share of the I/O calls, the calls the primary model explains
+        (the reads after a multiplexer, the completed call of a retry loop,
+        POSIX AIO's helper calls) counted as the primary's."""
+        units = {
+            "async-nonblocking": n_async,
+            "async-blocking": n_mux,
+            "sync-nonblocking": eagain,
+            "sync-blocking": n_data - eagain,
+        }
+        if primary == "async-blocking":
+            units[primary] += n_data
+            units["sync-blocking"] = units["sync-nonblocking"] = 0
+        elif primary == "sync-nonblocking":
+            units[primary] += units["sync-blocking"]
+            units["sync-blocking"] = 0
+        elif primary == "async-nonblocking" and ("posix-aio" in reqs or _looks_like_posix_aio(a)):
+            helper = sum(a.helper_calls.values())
+            units["sync-blocking"] = max(units["sync-blocking"] - helper, 0)
+        whole = sum(units.values())
+        return {m: u / whole for m, u in units.items() if u > 0} if whole else {}
+
+    asleep_data = sum(a.off_cpu_ns.get(n, 0) for n in data)
+
+    if reqs and (n_async * 4 >= n_data or "posix-aio" not in reqs or len(reqs) > 1):
+        api = max(reqs, key=lambda k: reqs[k])
+        nreq = reqs[api]
+        if api == "posix-aio":
+            how = (
+                f"; glibc ran them as {n_data} blocking calls on {a.helper_threads} helper threads"
+                if a.helper_threads
+                else ""
             )
-    if mux:
+            evidence = f"{nreq} POSIX AIO requests (aio_read/aio_write){how}"
+        else:
+            calls = {"libaio": _AIO_CALLS, "io_uring": {"io_uring_enter"}}[api]
+            n_calls = sum(a.syscalls.get(n, 0) for n in calls)
+            waited = sum(a.off_cpu_ns.get(n, 0) for n in calls)
+            evidence = (
+                f"{nreq} requests through {api} in {n_calls} calls "
+                f"({n_calls / nreq:.2f} per request); {_pct(waited, a.wall_ns)}% of wall "
+                f"time asleep waiting for completions"
+            )
+        return Label("async-nonblocking", api, evidence, shares("async-nonblocking"))
+
+    if _looks_like_posix_aio(a):
+        helper = {n: c for n, c in a.helper_calls.items() if c > 0}
+        top = max(helper, key=lambda k: helper[k])
+        return Label(
+            "async-nonblocking",
+            "posix-aio",
+            f"the main thread made no I/O calls while {a.helper_threads} helper thread(s) "
+            f"made {sum(helper.values())} blocking {top} calls: the glibc POSIX AIO pattern",
+            shares("async-nonblocking"),
+        )
+
+    mux_wait = sum(a.off_cpu_ns.get(n, 0) for n in mux)
+    if mux and (mux_wait >= asleep_data or n_mux * 50 >= n_data):
         top = max(mux, key=lambda k: mux[k])
-        wait = sum(a.syscall_ns.get(n, 0) for n in mux)
-        shares["async-blocking"] = sum(mux.values()) / total
+        asleep_pct = _pct(asleep_data, a.wall_ns)
+        if not n_data:
+            after = "no data calls followed"
+        elif asleep_pct < 5:
+            after = f"the {n_data} data calls after it return at once"
+        else:
+            after = f"the {n_data} data calls after it are asleep {asleep_pct}% of wall time"
         return Label(
             "async-blocking",
             _MUX_API[top],
-            f"{_pct(wait, a.wall_ns)}% of wall time waiting in {top}; "
-            f"{n_data} data calls after it",
-            shares,
+            f"{_pct(mux_wait, a.wall_ns)}% of wall time asleep in {n_mux} {top} calls; {after}",
+            shares("async-blocking"),
+        )
+    if not data:
+        # Only multiplexer calls (e.g. a timer loop) and nothing else.
+        top = max(mux, key=lambda k: mux[k])
+        return Label(
+            "async-blocking",
+            _MUX_API[top],
+            f"{n_mux} {top} calls, no data calls",
+            shares("async-blocking"),
         )
     top = max(data, key=lambda k: data[k])
-    if eagain and eagain >= 0.2 * n_data:
+    if eagain and eagain >= max(1, 0.05 * n_data):
         return Label(
             "sync-nonblocking",
             top,
-            f"{_pct(eagain, n_data)}% of {n_data} {top} calls returned EAGAIN (retry loop)",
-            {"sync-nonblocking": 1.0},
+            f"{eagain} of {n_data} data calls returned EAGAIN "
+            f"({eagain / max(n_data - eagain, 1):.1f} per completed call): a retry loop",
+            shares("sync-nonblocking"),
         )
-    asleep = sum(a.off_cpu_ns.get(n, 0) for n in data)
+    mix = ", ".join(f"{c} {n}" for n, c in sorted(data.items(), key=lambda kv: -kv[1])[:3])
     return Label(
         "sync-blocking",
         top,
-        f"{n_data} {top} calls; {_pct(asleep, a.wall_ns)}% of wall time asleep inside them",
-        {"sync-blocking": 1.0},
+        f"{n_data} blocking calls ({mix}); {_pct(asleep_data, a.wall_ns)}% of wall time "
+        f"asleep inside them",
+        shares("sync-blocking"),
     )

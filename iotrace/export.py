@@ -1,0 +1,263 @@
+"""`iotrace export FILE --format parquet|csv|jsonl|perfetto -o OUT`.
+
+The row formats (parquet, csv, jsonl) hold one row per record with the
+columns of `EXPORT_SCHEMA`, documented in the README, and are written one
+trace chunk at a time so a large trace never sits in memory whole. The
+perfetto format (Chrome trace JSON, see `iotrace.perfetto`) needs the whole
+trace to nest slices and draw flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from iotrace import events, session
+from iotrace.analysis import kind_names, op_names, workload_map
+from iotrace.errors import TraceFileError
+from iotrace.events import Flag, Kind
+from iotrace.outfile import check_target, output_file
+
+EXPORT_FORMAT = "iotrace.export/1"
+
+EXPORT_SCHEMA = pa.schema(
+    [
+        pa.field("trace_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("pid", pa.uint32(), nullable=False),
+        pa.field("tid", pa.uint32(), nullable=False),
+        pa.field("comm", pa.string()),
+        pa.field("workload", pa.string()),
+        pa.field("ts_ns", pa.uint64(), nullable=False),
+        pa.field("end_ns", pa.uint64()),
+        pa.field("kdone_ns", pa.uint64()),
+        pa.field("dur_ns", pa.int64()),
+        pa.field("off_cpu_ns", pa.uint64(), nullable=False),
+        pa.field("runq_ns", pa.uint64(), nullable=False),
+        pa.field("ret", pa.int64(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("fd", pa.int64(), nullable=False),
+        pa.field("size", pa.uint64(), nullable=False),
+        pa.field("offset", pa.uint64(), nullable=False),
+        pa.field("key", pa.uint64(), nullable=False),
+        pa.field("user_data", pa.uint64(), nullable=False),
+        pa.field("flags", pa.uint32(), nullable=False),
+        pa.field("worker", pa.bool_(), nullable=False),
+        pa.field("completion_observed", pa.bool_(), nullable=False),
+    ]
+)
+"""One row per trace record. Times are CLOCK_MONOTONIC ns; end_ns/kdone_ns are null
+when not observed, dur_ns = end_ns - ts_ns when both are known."""
+
+_ERRNAMES = dict(errno.errorcode)
+
+
+class Identity:
+    """tid -> comm and pid -> workload, gathered in a first pass over the file."""
+
+    def __init__(self) -> None:
+        self.comm: dict[int, str] = {}
+        self.workload: dict[int, str] = {}
+
+
+def scan_identity(path: Path, meta: dict[str, Any]) -> Identity:
+    """Read task identities (PROC chunks and TASK records) without keeping events."""
+    ident = Identity()
+    _, _, chunks = session.iter_chunks(path)
+    exec_comm: dict[int, tuple[int, str]] = {}
+    for tag, value in chunks:
+        if tag == b"PROC":
+            for t in sorted(value, key=lambda t: t.start_ns):
+                if t.comm:
+                    ident.comm[t.tid] = t.comm
+                if t.workload:
+                    ident.workload.setdefault(t.pid, t.workload)
+        elif tag == b"EVTS":
+            tk = value[value["kind"] == int(Kind.TASK)]
+            for r in tk:
+                comm = events.comm_from_words(int(r["key"]), int(r["user_data"]))
+                tid = int(r["tid"])
+                if not comm:
+                    continue
+                if int(r["op"]) == events.TaskOp.EXEC:
+                    if tid not in exec_comm or exec_comm[tid][0] < int(r["ts_ns"]):
+                        exec_comm[tid] = (int(r["ts_ns"]), comm)
+                elif tid not in ident.comm:
+                    ident.comm[tid] = comm
+    for tid, (_, comm) in exec_comm.items():
+        ident.comm[tid] = comm
+    fake = session.Trace(
+        path=path,
+        meta=meta,
+        events=session.empty_events(),
+        tasks=[],
+        stats={},
+        footer=None,
+        version=events.SCHEMA_VERSION,
+    )
+    by_pid, _ = workload_map(fake)
+    for pid, wl in by_pid.items():
+        ident.workload.setdefault(pid, wl)
+    return ident
+
+
+def trace_id(path: Path, meta: dict[str, Any]) -> str:
+    return str(meta.get("trace_id") or path.stem)
+
+
+def event_table(ev: np.ndarray, ident: Identity, tid_name: str) -> pa.Table:
+    """The export rows for a batch of records."""
+    kinds = ev["kind"]
+    flags = ev["flags"].astype("uint32")
+    end = ev["end_ns"].astype("uint64")
+    kdone = ev["kdone_ns"].astype("uint64")
+    ts = ev["ts_ns"].astype("uint64")
+    end_known = end > 0
+    ret = ev["ret"].astype("int64")
+    is_call = kinds == int(Kind.SYSCALL)
+    is_req = np.isin(
+        kinds, [int(Kind.AIO_REQUEST), int(Kind.URING_REQUEST), int(Kind.POSIX_AIO_REQUEST)]
+    )
+    not_obs = (flags & int(Flag.NOT_OBSERVED)) != 0
+    observed = ~not_obs & (end_known | (kdone > 0) | ~is_req)
+    err = np.where((ret < 0) & (is_call | (is_req & observed)), -ret, 0)
+    error = [_ERRNAMES.get(e, f"E{e}") if e else None for e in err.tolist()]
+    tids = ev["tid"].astype("uint32")
+    pids = ev["pid"].astype("uint32")
+    cols = {
+        "trace_id": pa.array([tid_name] * len(ev), pa.string()),
+        "kind": pa.array(kind_names(kinds), pa.string()),
+        "name": pa.array(op_names(kinds, ev["op"]), pa.string()),
+        "pid": pa.array(pids),
+        "tid": pa.array(tids),
+        "comm": pa.array([ident.comm.get(int(t)) for t in tids.tolist()], pa.string()),
+        "workload": pa.array([ident.workload.get(int(p)) for p in pids.tolist()], pa.string()),
+        "ts_ns": pa.array(ts),
+        "end_ns": pa.array(end, mask=~end_known),
+        "kdone_ns": pa.array(kdone, mask=kdone == 0),
+        "dur_ns": pa.array(end.astype("int64") - ts.astype("int64"), mask=~end_known),
+        "off_cpu_ns": pa.array(ev["off_cpu_ns"].astype("uint64")),
+        "runq_ns": pa.array(ev["runq_ns"].astype("uint64")),
+        "ret": pa.array(ret),
+        "error": pa.array(error, pa.string()),
+        "fd": pa.array(ev["fd"].astype("int64")),
+        "size": pa.array(ev["size"].astype("uint64")),
+        "offset": pa.array(ev["offset"].astype("uint64")),
+        "key": pa.array(ev["key"].astype("uint64")),
+        "user_data": pa.array(ev["user_data"].astype("uint64")),
+        "flags": pa.array(flags),
+        "worker": pa.array((flags & int(Flag.WORKER)) != 0),
+        "completion_observed": pa.array(observed),
+    }
+    return pa.Table.from_pydict(cols, schema=EXPORT_SCHEMA)
+
+
+def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[str]]:
+    """Metadata, the export rows chunk by chunk, and a list that receives the
+    damage reason if the file turns out to be cut short."""
+    _, meta, chunks = session.iter_chunks(path)
+    ident = scan_identity(path, meta)
+    tid_name = trace_id(path, meta)
+    damage: list[str] = []
+
+    def gen() -> Iterator[pa.Table]:
+        saw_end = False
+        for tag, value in chunks:
+            if tag == b"EVTS" and len(value):
+                yield event_table(value, ident, tid_name)
+            elif tag == b"END.":
+                saw_end = True
+            elif tag == b"DMG!":
+                damage.append(str(value))
+        if not saw_end and not damage:
+            damage.append("cut short: the writer stopped before closing the file")
+
+    return meta, gen(), damage
+
+
+def _schema_with_meta(meta: dict[str, Any]) -> pa.Schema:
+    return EXPORT_SCHEMA.with_metadata(
+        {
+            b"iotrace.format": EXPORT_FORMAT.encode(),
+            b"iotrace.trace_meta": json.dumps(meta).encode(),
+        }
+    )
+
+
+def write_parquet(tables: Iterator[pa.Table], meta: dict[str, Any], out: IO[bytes]) -> int:
+    schema = _schema_with_meta(meta)
+    rows = 0
+    with pq.ParquetWriter(out, schema, compression="zstd") as w:
+        for t in tables:
+            w.write_table(t.replace_schema_metadata(schema.metadata))
+            rows += t.num_rows
+    return rows
+
+
+def write_csv(tables: Iterator[pa.Table], meta: dict[str, Any], out: IO[bytes]) -> int:
+    rows = 0
+    with pacsv.CSVWriter(out, EXPORT_SCHEMA) as w:
+        for t in tables:
+            w.write_table(t)
+            rows += t.num_rows
+    return rows
+
+
+def write_jsonl(tables: Iterator[pa.Table], meta: dict[str, Any], out: IO[bytes]) -> int:
+    rows = 0
+    for t in tables:
+        for rec in t.to_pylist():
+            out.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+        rows += t.num_rows
+    return rows
+
+
+_ROW_WRITERS: dict[str, Callable[[Iterator[pa.Table], dict[str, Any], IO[bytes]], int]] = {
+    "parquet": write_parquet,
+    "csv": write_csv,
+    "jsonl": write_jsonl,
+}
+
+
+def export(
+    path: str | Path, fmt: str, output: str | Path, *, force: bool = False
+) -> tuple[int, str]:
+    """Write `path` as `fmt` to `output`. Returns (rows or trace events written, damage)."""
+    path = Path(path)
+    check_target(output, force=force)
+    if fmt == "perfetto":
+        from iotrace import perfetto
+
+        trace = session.load(path)
+        with output_file(output, force=force) as out:
+            n = perfetto.write_chrome_json(trace, out)
+        return n, trace.damage
+    if fmt not in _ROW_WRITERS:
+        raise TraceFileError(f"unknown export format {fmt!r}")
+    meta, tables, damage = iter_tables(path)
+    with output_file(output, force=force) as out:
+        n = _ROW_WRITERS[fmt](tables, meta, out)
+    return n, damage[0] if damage else ""
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    n, damage = export(args.file, args.format, args.output, force=bool(args.force))
+    what = "trace events" if args.format == "perfetto" else "rows"
+    print(f"wrote {args.output}: {n:,} {what} ({args.format})")
+    if damage:
+        print(
+            f"iotrace: note: {args.file} was cut short ({damage}); exported what was saved",
+            file=sys.stderr,
+        )
+    return 0

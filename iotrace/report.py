@@ -1,0 +1,300 @@
+"""`iotrace report FILE [--json] [--html OUT]` and the summary table that
+`iotrace run/trace --no-tui` prints at the end.
+
+Every renderer works from one `analysis.Analysis`, so the table, the JSON and
+the HTML page always show the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Any
+
+from iotrace import __version__, analysis, session
+from iotrace.analysis import Analysis, Summary
+
+SCHEMA = "iotrace.report/1"
+
+
+# ---------------------------------------------------------------------------
+# Text
+
+
+def fmt_us(v: float | None) -> str:
+    """A latency in microseconds with precision that fits its size."""
+    if v is None:
+        return "-"
+    if v < 10:
+        return f"{v:.2f}"
+    if v < 1000:
+        return f"{v:.1f}"
+    if v < 10_000_000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def fmt_count(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{int(n):,}"
+
+
+def fmt_mib(nbytes: int) -> str:
+    mib = nbytes / (1 << 20)
+    if mib == 0:
+        return "0"
+    if mib < 0.01:
+        return "<0.01"
+    if mib < 100:
+        return f"{mib:.2f}"
+    return f"{mib:,.0f}"
+
+
+def fmt_pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}"
+
+
+_HEAD = ("PID", "COMM / SYSCALL", "CALLS", "REQS", "MiB", "LAT p50(us)", "p99(us)", "BLOCK%")
+_W = (8, 16, 8, 8, 7, 12, 10, 7)
+
+
+def _row(cells: tuple[str, ...]) -> str:
+    left = f"{cells[0]:<{_W[0]}}{cells[1][: _W[1] - 1]:<{_W[1]}}"
+    right = "".join(f"{c:>{w}}" for c, w in zip(cells[2:], _W[2:], strict=True))
+    return (left + right).rstrip()
+
+
+def _blocked(s: Summary) -> float | None:
+    ts = s.time_share
+    if ts.get("blocked_io") is None:
+        return None
+    return (ts.get("blocked_io") or 0.0) + (ts.get("mux_wait") or 0.0)
+
+
+def _details(s: Summary) -> str:
+    """One line of the figures that tell the models apart."""
+    r = s.requests
+    parts = []
+    if r.get("iops") is not None:
+        parts.append(f"{r['iops']:,.0f} req/s {r['mb_per_s']:.2f} MB/s")
+    if r.get("syscalls_per_request") is not None:
+        parts.append(f"{r['syscalls_per_request']:.2f} syscalls/req")
+    if r.get("cpu_us_per_request") is not None:
+        parts.append(f"CPU {fmt_us(r['cpu_us_per_request'])} us/req")
+    if r.get("eagain_per_request"):
+        parts.append(f"EAGAIN {r['eagain_per_request']:.1f}/req")
+    if s.in_flight.get("max", 0) > 1:
+        parts.append(f"in flight mean {s.in_flight['mean']:.1f} max {s.in_flight['max']}")
+    for name, label in (
+        ("iocbs_per_io_submit", "iocbs/io_submit"),
+        ("events_per_io_getevents", "events/io_getevents"),
+        ("sqes_per_io_uring_enter", "SQEs/enter"),
+    ):
+        if name in s.batch:
+            parts.append(f"{s.batch[name]['mean']:.1f} {label}")
+    if r.get("to_kernel_workers"):
+        parts.append(f"{r['to_kernel_workers']:,} to io-wq workers")
+    if r.get("not_observed"):
+        parts.append(f"{r['not_observed']:,} completions not observed")
+    runq = s.time_share.get("runq")
+    if runq is not None and runq >= 0.05:
+        parts.append(f"waiting to run {fmt_pct(runq)}% of the time")
+    return "; ".join(parts)
+
+
+def _process_lines(s: Summary, width: int) -> list[str]:
+    r = s.requests
+    lat = r["latency_us"]
+    lines = [
+        _row(
+            (
+                str(s.pid),
+                s.comm or "?",
+                fmt_count(sum(s.syscalls.values())),
+                fmt_count(r["count"]),
+                fmt_mib(r["bytes"]),
+                fmt_us(lat["p50"]),
+                fmt_us(lat["p99"]),
+                fmt_pct(_blocked(s)),
+            )
+        )
+    ]
+    indent = " " * _W[0]
+    label = s.label
+    head = f"{label.model} ({label.api})" if label.api != "-" else label.model
+    if s.workload:
+        head = f"workload {s.workload}: {head}"
+    wrap = textwrap.TextWrapper(
+        width=width - 1, initial_indent=indent + "= ", subsequent_indent=indent + "  "
+    )
+    lines += wrap.wrap(f"{head}: {label.evidence}")
+    if s.expected_model and label.model not in (s.expected_model, "idle"):
+        lines += wrap.wrap(f"! the workload declares {s.expected_model}")
+    mixed = {m: v for m, v in label.breakdown.items() if m != label.model and v >= 0.05}
+    if mixed:
+        parts = ", ".join(f"{m} {100 * v:.0f}%" for m, v in sorted(mixed.items()))
+        lines += wrap.wrap(f"also: {parts} of I/O calls")
+    details = _details(s)
+    if details:
+        wrap.initial_indent = indent + "  "
+        lines += wrap.wrap(details)
+    if len(s.families) > 1:
+        top = sorted(s.families.items(), key=lambda kv: -kv[1]["calls"])[:8]
+        for name, f in top:
+            fl = f["latency_us"]
+            share = f["off_cpu_share"] if f["calls"] else None
+            lines.append(
+                _row(
+                    (
+                        "",
+                        "  " + name,
+                        fmt_count(f["calls"]),
+                        "",
+                        fmt_mib(f["bytes"]),
+                        fmt_us(fl["p50"]),
+                        fmt_us(fl["p99"]),
+                        fmt_pct(share),
+                    )
+                )
+            )
+    return lines
+
+
+def lost_line(a: Analysis) -> str:
+    if not a.lost_total:
+        return "lost events: 0"
+    by = ", ".join(f"{k} {v:,}" for k, v in sorted(a.lost.items(), key=lambda kv: -kv[1]))
+    where = ""
+    if a.lost_ranges:
+        lo = min(r["start_s"] for r in a.lost_ranges)
+        hi = max(r["end_s"] for r in a.lost_ranges)
+        where = (
+            f" in {len(a.lost_ranges)} range(s) between +{lo:.3f} s and +{hi:.3f} s;"
+            " figures there undercount"
+        )
+    return f"LOST EVENTS: {a.lost_total:,}" + (f" ({by})" if by else "") + where
+
+
+def render_text(a: Analysis, width: int = 80) -> str:
+    tr = a.trace
+    width = max(width, 60)
+    nthreads = sum(max(p.threads, 1) for p in a.processes)
+    state = "complete" if tr.complete else "CUT SHORT"
+    head = [
+        f"iotrace report: {tr.path.name}",
+        f"{len(a.processes)} processes, {nthreads} threads, {a.duration_ns / 1e9:.2f} s, "
+        f"{len(tr.events):,} records, kernel {tr.meta.get('kernel', '?')}, {state}",
+    ]
+    cmd = tr.meta.get("command")
+    if isinstance(cmd, list):
+        cmd = " ".join(str(c) for c in cmd)
+    if cmd:
+        head.append(textwrap.shorten(f"command: {cmd}", width=width - 1))
+    if not tr.complete:
+        head.append(
+            textwrap.shorten(
+                f"NOTE: the trace was cut short ({tr.damage or 'no footer'}); figures cover only "
+                "what was saved",
+                width=width - 1,
+                placeholder="...",
+            )
+        )
+    lines = [*head, lost_line(a)]
+    for label, key in (("unmatched", a.unmatched), ("evicted", a.evicted)):
+        if key:
+            parts = ", ".join(f"{k} {v:,}" for k, v in sorted(key.items()))
+            lines += textwrap.wrap(f"{label}: {parts}", width=width - 1)
+    lines.append("")
+    shown = [p for p in a.processes if p.label.model != "idle"]
+    idle = [p for p in a.processes if p.label.model == "idle"]
+    if not shown:
+        lines.append("no I/O system calls were recorded")
+    else:
+        lines.append(_row(_HEAD))
+        for s in shown:
+            lines += _process_lines(s, width)
+    if idle:
+        names = ", ".join(f"{p.pid} {p.comm}" for p in idle)
+        lines += textwrap.wrap(f"no I/O seen from: {names}", width=width - 1)
+    lines += [
+        "",
+        "REQS: requests (sync: a data call without EAGAIN, its latency from the first",
+        "attempt or multiplexer wait; async: submit to reap, io_uring to kernel completion).",
+        "BLOCK%: share of thread time asleep in I/O calls and multiplexers.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(trace: session.Trace, width: int = 80) -> str:
+    """The summary table for a trace: what `run/trace --no-tui` and `report` print."""
+    return render_text(analysis.analyze(trace), width)
+
+
+# ---------------------------------------------------------------------------
+# JSON
+
+
+def report_json(a: Analysis) -> dict[str, Any]:
+    """The `iotrace.report/1` document (see the README for every field)."""
+    tr = a.trace
+    return {
+        "schema": SCHEMA,
+        "tool_version": __version__,
+        "trace": {
+            "path": str(tr.path),
+            "format_version": f"{tr.version[0]}.{tr.version[1]}",
+            "complete": tr.complete,
+            "damage": tr.damage or None,
+            "kernel": tr.meta.get("kernel"),
+            "command": tr.meta.get("command"),
+            "records": len(tr.events),
+            "start_ns": a.frames.start_ns,
+            "duration_s": round(a.duration_ns / 1e9, 6),
+        },
+        "lost_events": a.lost_total,
+        "lost": a.lost,
+        "lost_ranges": a.lost_ranges,
+        "unmatched": a.unmatched,
+        "evicted": a.evicted,
+        "workloads": [w.to_json() for w in a.workloads],
+        "processes": [p.to_json() for p in a.processes],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Command
+
+
+def _highlight(text: str) -> str:
+    """Bold red for lost data and cut-short notices, on a terminal only."""
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(("LOST EVENTS", "NOTE: the trace was cut short")) or " ! " in line:
+            out.append(f"\x1b[1;31m{line.rstrip(chr(10))}\x1b[0m\n")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    trace = session.load(args.file)
+    a = analysis.analyze(trace)
+    if args.html:
+        from iotrace import html_report
+
+        html_report.write_html(a, args.html, force=bool(args.force))
+    if args.json:
+        json.dump(report_json(a), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        width = min(os.get_terminal_size().columns, 100) if sys.stdout.isatty() else 80
+        sys.stdout.write(_highlight(render_text(a, width)))
+        if args.html:
+            sys.stdout.write(f"HTML report written to {args.html}\n")
+    return 0
