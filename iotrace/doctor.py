@@ -7,6 +7,7 @@ and probes go through `Host`, so every check is testable against fake roots.
 `--json` prints one object:
 
     {"ok": bool,                     # false when a required check failed
+     "kernel": str, "iotrace": str,  # uname -r, iotrace version
      "summary": {"ok": n, "warn": n, "fail": n},
      "checks": [{"name": str, "status": "ok" | "warn" | "fail", "required": bool,
                  "summary": str, "fix": str, "details": [str, ...]}, ...]}
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from iotrace import __version__
 from iotrace.errors import EXIT_FAILURE, EXIT_OK
 
 Status = Literal["ok", "warn", "fail"]
@@ -289,7 +291,9 @@ def check_btf(host: Host) -> Check:
 def check_tracepoints(host: Host) -> Check:
     tracefs = find_tracefs(host)
     if tracefs is None:
-        return Check("tracepoints", "fail", "cannot look: tracefs not mounted", "see tracefs")
+        return Check(
+            "tracepoints", "fail", "cannot look: tracefs not mounted", "mount tracefs (above)"
+        )
     events = tracefs / "events"
     try:
         os.listdir(events)
@@ -356,12 +360,14 @@ def check_headers(host: Host) -> tuple[Check, bool]:
 
 def check_compile(host: Host, prereqs: Mapping[str, bool]) -> Check:
     blocked = [name for name, ok in prereqs.items() if not ok]
+    if blocked and host.euid != 0:
+        return Check("BPF compile+load", "warn", "not tried: needs root", "sudo iotrace doctor")
     if blocked:
         return Check(
             "BPF compile+load",
-            "fail" if host.euid == 0 else "warn",
+            "fail",
             f"not tried until {', '.join(blocked)} ok",
-            "fix the checks above",
+            "fix the failed checks above",
         )
     from iotrace.errors import BpfError
 
@@ -500,6 +506,8 @@ def render_json(checks: list[Check]) -> str:
     return json.dumps(
         {
             "ok": not required_failed(checks),
+            "kernel": platform.release(),
+            "iotrace": __version__,
             "summary": counts(checks),
             "checks": [asdict(c) for c in checks],
         },
