@@ -1,0 +1,70 @@
+"""The generated BPF program (what `--ebpf` prints) for a given set of options."""
+
+import re
+
+import pytest
+from iotrace.tracer import program
+
+from iotrace import events
+
+
+def test_every_syscall_gets_one_enter_and_one_exit_probe():
+    text = program.build(program.ProgramOptions())
+    for s in events.SYSCALLS:
+        assert text.count(f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name})") == 1
+        assert text.count(f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name})") == 1
+        assert f"iot_enter({s.op}," in text
+
+
+def test_only_asked_syscalls_are_probed():
+    text = program.build(program.ProgramOptions(syscalls=("read", "pread64", "readv")))
+    probed = set(re.findall(r"TRACEPOINT_PROBE\(syscalls, sys_enter_(\w+)\)", text))
+    assert probed == {"read", "pread64", "readv"}
+
+
+def test_missing_tracepoints_are_left_out_not_fatal():
+    available = set(program.TRACEPOINTS) - {
+        "syscalls:sys_enter_epoll_pwait2",
+        "io_uring:io_uring_submit_req",
+    }
+    opts = program.ProgramOptions(available=frozenset(available))
+    text = program.build(opts)
+    assert "sys_enter_epoll_pwait2" not in text
+    assert "io_uring_submit_req" not in text  # the whole io_uring part needs all four
+    assert "sys_enter_read)" in text
+    assert "epoll_pwait2" not in [s.name for s in program.traced_syscalls(opts)]
+
+
+def test_iovec_syscalls_sum_the_iovec_and_aio_reads_user_arrays():
+    text = program.build(program.ProgramOptions())
+    assert "iot_iov_bytes((const void *)args->vec, args->vlen)" in text
+    assert "(__u64)args->iocbpp" in text and "iot_exit_io_submit(31" in text
+    assert "iot_exit_io_getevents(32" in text and "iot_exit_io_getevents(33" in text
+
+
+def test_configuration_defines():
+    opts = program.ProgramOptions(
+        ringbuf_bytes=8 << 20, page_size=4096, trace_all=True, self_tgid=42
+    )
+    text = program.build(opts)
+    assert "#define IOT_RINGBUF_PAGES 2048" in text
+    assert "#define IOT_TRACE_ALL 1" in text and "#define IOT_SELF_TGID 42" in text
+
+
+def test_ring_buffer_must_be_power_of_two_pages():
+    with pytest.raises(ValueError):
+        program.build(program.ProgramOptions(ringbuf_bytes=3 * 4096))
+
+
+def test_unknown_syscall_is_refused():
+    with pytest.raises(ValueError, match="unknown syscalls"):
+        program.build(program.ProgramOptions(syscalls=("read", "frobnicate")))
+
+
+def test_available_tracepoints_reads_tracefs_layout(tmp_path):
+    (tmp_path / "events" / "syscalls" / "sys_enter_read").mkdir(parents=True)
+    (tmp_path / "events" / "sched" / "sched_switch").mkdir(parents=True)
+    assert program.available_tracepoints(tmp_path) == {
+        "syscalls:sys_enter_read",
+        "sched:sched_switch",
+    }

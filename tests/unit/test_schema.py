@@ -1,0 +1,73 @@
+"""The C record layout and the Python schema must never drift apart."""
+
+import re
+from importlib import resources
+
+from iotrace import events
+from iotrace.session import EVENT_DTYPE
+
+_C_SIZES = {"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4, "__u16": 2, "__u8": 1}
+
+
+def _header() -> str:
+    return resources.files("iotrace.tracer").joinpath("bpf", "iotrace.h").read_text()
+
+
+def _c_fields() -> list[tuple[str, str]]:
+    body = re.search(r"struct iotrace_event \{(.*?)\};", _header(), re.S)
+    assert body, "struct iotrace_event not found in iotrace.h"
+    return re.findall(r"^\s*(__[us]\d+)\s+(\w+);", body.group(1), re.M)
+
+
+def test_fields_names_types_and_order_match():
+    py = [(f.ctype, f.name) for f in events.EVENT_FIELDS]
+    assert _c_fields() == py
+
+
+def test_record_size_matches_and_is_8_aligned():
+    c_size = sum(_C_SIZES[t] for t, _ in _c_fields())
+    assert c_size == events.EVENT_SIZE == EVENT_DTYPE.itemsize
+    assert events.EVENT_SIZE % 8 == 0  # ring-buffer records are 8-aligned: no padding
+
+
+def test_numpy_offsets_match_c_natural_layout():
+    offset = 0
+    for ctype, name in _c_fields():
+        size = _C_SIZES[ctype]
+        assert offset % size == 0, f"{name} would be padded in C"
+        assert EVENT_DTYPE.fields[name][1] == offset
+        offset += size
+
+
+def _c_defines(prefix: str) -> dict[str, int]:
+    return {m[0]: int(m[1]) for m in re.findall(rf"#define ({prefix}\w*)\s+(\d+)", _header())}
+
+
+def test_kind_task_flag_and_probe_constants_match():
+    kinds = _c_defines("IOT_KIND_")
+    assert {k.removeprefix("IOT_KIND_"): v for k, v in kinds.items()} == {
+        k.name: k.value for k in events.Kind
+    }
+    tasks = _c_defines("IOT_TASK_")
+    assert {k.removeprefix("IOT_TASK_"): v for k, v in tasks.items()} == {
+        t.name: t.value for t in events.TaskOp
+    }
+    flags = _c_defines("IOT_F_")
+    assert {k.removeprefix("IOT_F_"): v for k, v in flags.items()} == {
+        f.name: f.value for f in events.Flag if f.value
+    }
+    probes = _c_defines("IOT_PROBE_")
+    assert probes["IOT_PROBE_SCHED"] == events.PROBE_SCHED
+    assert probes["IOT_PROBE_TASK"] == events.PROBE_TASK
+    assert probes["IOT_PROBE_AIO"] == events.PROBE_AIO
+    assert probes["IOT_PROBE_URING"] == events.PROBE_URING
+    assert probes["IOT_PROBE_POSIX_AIO"] == events.PROBE_POSIX_AIO
+    assert _c_defines("IOT_MAX_PROBES")["IOT_MAX_PROBES"] == events.MAX_PROBES
+
+
+def test_syscall_ops_are_unique_and_fit_the_counter_arrays():
+    ops = [s.op for s in events.SYSCALLS]
+    assert len(ops) == len(set(ops))
+    assert max(ops) < events.MAX_PROBES
+    assert all(p < events.MAX_PROBES for p in events.PROBE_NAMES)
+    assert not set(ops) & set(events.PROBE_NAMES)
