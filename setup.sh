@@ -171,6 +171,7 @@ else
     say "pip install -e '.[dev]' (a minute on first run)"
     (cd "$REPO" && as_owner "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
         -e '.[dev]') || die "pip install failed (network? see the lines above)"
+    # shellcheck disable=SC2016  # $1/$2 expand in the inner shell
     as_owner sh -c 'printf "%s\n" "$1" > "$2"' sh "$want_stamp" "$STAMP"
 fi
 "$VENV/bin/python" -c 'import bcc' 2>/dev/null ||
