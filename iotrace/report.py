@@ -220,12 +220,14 @@ def render_text(a: Analysis, width: int = 80) -> str:
     if idle:
         names = ", ".join(f"{p.pid} {p.comm}" for p in idle)
         lines += textwrap.wrap(f"no I/O seen from: {names}", width=width - 1)
-    lines += [
-        "",
-        "REQS: requests (sync: a data call without EAGAIN, its latency from the first",
-        "attempt or multiplexer wait; async: submit to reap, io_uring to kernel completion).",
-        "BLOCK%: share of thread time asleep in I/O calls and multiplexers.",
-    ]
+    lines.append("")
+    lines += textwrap.wrap(
+        "REQS: requests. A sync request is a data call that did not return EAGAIN, timed "
+        "from its first attempt or the multiplexer wait before it; an async request runs "
+        "from submit to reap (io_uring: to kernel completion). BLOCK%: share of thread time "
+        "asleep in I/O calls and multiplexers.",
+        width=min(width, 80) - 1,
+    )
     return "\n".join(lines) + "\n"
 
 

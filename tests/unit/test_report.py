@@ -1,0 +1,157 @@
+"""`iotrace report`: the table, the JSON document, the HTML page and the failures
+a user meets (missing file, damaged file, existing or symlinked --html target)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from report_fixtures import MS, TraceBuilder, sync_blocking, write_all
+
+from iotrace import analysis, report, session
+from iotrace.cli import main
+from iotrace.errors import EXIT_DATA, EXIT_IO
+from iotrace.events import PROBE_SCHED
+
+
+@pytest.fixture(scope="module")
+def trace_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_all(tmp_path_factory.mktemp("rep"))
+
+
+def test_table_fits_80_columns_with_units_in_headers(trace_path: Path) -> None:
+    text = report.summary_text(session.load(trace_path))
+    assert max(len(line) for line in text.splitlines()) < 80
+    assert "LAT p50(us)" in text and "p99(us)" in text and "BLOCK%" in text and "MiB" in text
+    assert "lost events: 0" in text
+    for model in ("sync-blocking", "sync-nonblocking", "async-blocking", "async-nonblocking"):
+        assert model in text
+
+
+def test_table_row_holds_calls_requests_latency_and_blocked_share(trace_path: Path) -> None:
+    text = report.summary_text(session.load(trace_path))
+    (row,) = [line for line in text.splitlines() if line.startswith("100 ")]
+    cols = row.split()
+    # PID COMM CALLS REQS MiB p50 p99 BLOCK%
+    assert cols[:4] == ["100", "sync-blocking", "52", "52"]
+    assert cols[5:7] == ["48.0", "20,000"]
+    assert float(cols[7]) > 95
+
+
+def test_lost_events_are_never_silent(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    t = sync_blocking(b, pipe_reads=3, preads=2)
+    b.lost(t + MS, t + 2 * MS, 1234, PROBE_SCHED)
+    path = b.write(tmp_path / "lost.trace", stats={"lost": {"sched": 1234}})
+    text = report.summary_text(session.load(path))
+    (line,) = [ln for ln in text.splitlines() if "LOST" in ln]
+    assert line.startswith("LOST EVENTS: 1,234 (sched 1,234)")
+    assert "between +" in line
+    doc = report.report_json(analysis.analyze(session.load(path)))
+    assert doc["lost_events"] == 1234
+    assert doc["lost_ranges"][0]["count"] == 1234
+
+
+def test_cut_short_trace_is_reported_not_refused(tmp_path: Path, capsys) -> None:
+    b = TraceBuilder()
+    sync_blocking(b, pipe_reads=5, preads=0)
+    path = b.write(tmp_path / "cut.trace", close=False)
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "CUT SHORT" in out and "NOTE: the trace was cut short" in out
+    assert main(["report", "--json", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["trace"]["complete"] is False
+    assert doc["processes"][0]["requests"]["count"] == 5
+
+
+def test_json_schema_has_the_documented_fields(trace_path: Path, capsys) -> None:
+    assert main(["report", "--json", str(trace_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "iotrace.report/1"
+    assert doc["lost_events"] == 0
+    for p in doc["processes"]:
+        assert {"pid", "comm", "model", "api", "evidence", "syscalls", "requests"} <= set(p)
+        assert {"count", "latency_us"} <= set(p["requests"])
+        assert set(p["requests"]["latency_us"]) == {"p50", "p90", "p99", "max"}
+    by = {p["pid"]: p for p in doc["processes"]}
+    assert by[100]["syscalls"] == {"pread64": 29, "read": 23}
+    assert by[100]["requests"]["latency_us"]["max"] == 20000.0
+    assert by[400]["model"] == "async-nonblocking" and by[400]["api"] == "libaio"
+    assert [w["workload"] for w in doc["workloads"]] == sorted(
+        w["workload"] for w in doc["workloads"]
+    )
+
+
+def test_report_and_json_agree(trace_path: Path, capsys) -> None:
+    """Round trip: the table and the JSON show the same figures."""
+    main(["report", "--json", str(trace_path)])
+    doc = json.loads(capsys.readouterr().out)
+    main(["report", str(trace_path)])
+    text = capsys.readouterr().out
+    for p in doc["processes"]:
+        (row,) = [ln for ln in text.splitlines() if ln.startswith(f"{p['pid']} ")]
+        assert row.split()[3] == f"{p['requests']['count']:,}"
+        assert row.split()[5] == report.fmt_us(p["requests"]["latency_us"]["p50"])
+
+
+def test_missing_and_damaged_files_give_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path / "nope.trace")]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such trace file" in err
+    bad = tmp_path / "bad.trace"
+    bad.write_bytes(b"not a trace at all")
+    assert main(["report", str(bad)]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an iotrace trace file" in err
+
+
+def test_html_is_offline_and_has_every_section(trace_path: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.html"
+    assert main(["report", str(trace_path), "--html", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    # plotly's JS is inline, exactly once, and nothing is fetched from the network.
+    assert page.count("plotly.js v") >= 1
+    assert "<script src=" not in page and "<link " not in page
+    for section in (
+        "Scoreboard",
+        "Where the time went",
+        "Timeline",
+        "Latency distribution",
+        "In flight",
+    ):
+        assert f"<h2>{section}</h2>" in page
+    from iotrace.html_report import figure_count
+
+    assert figure_count(page) == 4
+    assert "HTML report written to" in capsys.readouterr().out
+
+
+def test_html_never_clobbers_or_follows_symlinks(trace_path: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.html"
+    out.write_text("keep me")
+    assert main(["report", str(trace_path), "--html", str(out)]) == EXIT_IO
+    assert out.read_text() == "keep me"
+    assert "already exists" in capsys.readouterr().err
+    assert main(["report", str(trace_path), "--html", str(out), "--force"]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    target = tmp_path / "victim"
+    target.write_text("precious")
+    link = tmp_path / "link.html"
+    os.symlink(target, link)
+    assert main(["report", str(trace_path), "--html", str(link), "--force"]) == EXIT_IO
+    assert target.read_text() == "precious"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "symbolic link" in err
+    assert main(["report", str(trace_path), "--html", str(tmp_path / "no/dir/r.html")]) == EXIT_IO
+
+
+def test_narrow_widths_still_fit(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    sync_blocking(b, pipe_reads=2, preads=2)
+    trace = session.load(b.write(tmp_path / "n.trace"))
+    text = report.render_text(analysis.analyze(trace), width=60)
+    assert max(len(line) for line in text.splitlines()) < 80
