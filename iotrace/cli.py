@@ -145,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one iotrace command; returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # `iotrace run NAME... -- OPTIONS`: what follows `--` goes to the workloads.
+    workload_options: list[str] = []
+    if args_list[:1] == ["run"] and "--" in args_list:
+        cut = args_list.index("--")
+        args_list, workload_options = args_list[:cut], args_list[cut + 1 :]
     try:
         args = build_parser().parse_args(args_list)
+        args.workload_options = workload_options
         if args.command is None:
             build_parser().print_help()
             return EXIT_USAGE

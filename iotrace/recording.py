@@ -160,7 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def start_targets() -> list[Target]:
         targets = []
         for spec in specs:
-            w = launcher.start(spec.name, [], run_as=run_as, duration_s=args.duration)
+            w = launcher.start(
+                spec.name, args.workload_options, run_as=run_as, duration_s=args.duration
+            )
             try:
                 w.wait_ready(timeout=120.0)
             except IotraceError:

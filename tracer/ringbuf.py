@@ -67,7 +67,10 @@ class RingReader:
             rows, header = rows[:n], header[:n]
         if n == 0:
             return np.zeros(0, dtype=EVENT_DTYPE)
-        body = np.ascontiguousarray(rows[:, HEADER_SIZE : HEADER_SIZE + events.EVENT_SIZE])
+        # Always a copy: the kernel reuses this memory once the position moves.
+        body = np.array(
+            rows[:, HEADER_SIZE : HEADER_SIZE + events.EVENT_SIZE], copy=True, order="C"
+        )
         out = body.view(EVENT_DTYPE).reshape(n)
         keep = (header & _DISCARD) == 0
         if not keep.all():
