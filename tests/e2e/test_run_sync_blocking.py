@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from e2e_util import iotrace, needs_root, of
+
 from iotrace import session
 
 pytestmark = [pytest.mark.e2e, needs_root]
@@ -58,7 +58,7 @@ def test_every_pipe_read_sleeps_through_the_producer_pause(run):
 
 
 def test_summary_is_printed_and_report_prints_the_same_table(run):
-    t, proc, out = run
+    _, proc, out = run
     assert "LAT p50(us)" in proc.stdout and "BLOCK%" in proc.stdout
     assert f"trace saved: {out}" in proc.stdout
     # `iotrace report` needs no root: run it as nobody on a copy nobody can read
