@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from iotrace.tui.messages import SnapshotTaken, SourceEnded, SourceFailed
 from iotrace.tui.model import DEFAULT_MAX_EVENTS, Aggregator
 from iotrace.tui.screens.dashboard import DashboardScreen
 from textual.app import App
+from textual.css.query import NoMatches
 
 from iotrace.errors import IotraceError
 from iotrace.source import TraceSource
@@ -71,7 +73,9 @@ class DashboardApp(App[None]):
         self.set_interval(1 / self.redraw_hz, self._tick)
 
     def _tick(self) -> None:
-        self.get_default_screen_instance().tick()
+        # NoMatches: the screen is being torn down (quitting).
+        with contextlib.suppress(NoMatches):
+            self.get_default_screen_instance().tick()
 
     def _post_snapshot(self) -> None:
         self.snapshots_posted += 1

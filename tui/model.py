@@ -14,6 +14,7 @@ per thread instead).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -318,6 +319,10 @@ class _RowAcc:
     off_ns: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.float64))
     runq_ns: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.float64))
     eagain: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.int64))
+    counts_main: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.int64))
+    """Calls made by main threads (tid == pid); the rest were made by helper threads."""
+    helper_tids: set[int] = field(default_factory=set)
+    """Threads other than a main one that made data calls (glibc POSIX AIO's helpers)."""
     requests: dict[str, int] = field(default_factory=dict)
     async_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BUCKETS, np.int64))
     async_lat_ns: float = 0.0
@@ -518,6 +523,11 @@ class Aggregator:
             eag = sc["ret"] == -EAGAIN
             d_eagain = np.bincount(op[eag], minlength=MAX_PROBES)
             acc.counts += d_counts
+            main = sc["tid"] == sc["pid"]
+            acc.counts_main += np.bincount(op[main], minlength=MAX_PROBES)
+            helper_data = ~main & (FAMILY_OF_OP[op] == FAM_DATA)
+            if helper_data.any():
+                acc.helper_tids.update(np.unique(sc["tid"][helper_data]).tolist())
             acc.sys_ns += d_sys
             acc.off_ns += d_off
             acc.eagain += d_eagain
@@ -610,6 +620,21 @@ class Aggregator:
             wall = max(acc.last_ns - acc.first_ns, 1)
         ops = np.flatnonzero(counts)
         names = {int(o): SYSCALL_BY_OP[int(o)].name for o in ops if int(o) in SYSCALL_BY_OP}
+        helper = acc.counts - acc.counts_main
+        fam = FAMILY_OF_OP
+        extra = {
+            "threads": len(acc.tids),
+            "main_data_calls": int(acc.counts_main[fam == FAM_DATA].sum()),
+            "helper_threads": len(acc.helper_tids),
+            "main_mux_calls": int(acc.counts_main[fam == FAM_MUX].sum()),
+            "helper_calls": {
+                SYSCALL_BY_OP[int(o)].name: int(helper[o])
+                for o in np.flatnonzero(helper * (fam == FAM_DATA))
+                if int(o) in SYSCALL_BY_OP
+            },
+        }
+        # Only the fields this version of classify knows (it grows as the report does).
+        known = {f.name for f in dataclasses.fields(classify_mod.Activity)}
         return classify_mod.Activity(
             wall_ns=int(wall),
             syscalls={names[o]: int(counts[o]) for o in names},
@@ -617,6 +642,7 @@ class Aggregator:
             off_cpu_ns={names[o]: int(off_ns[o]) for o in names},
             eagain={names[o]: int(eagain[o]) for o in names if eagain[o]},
             requests=req,
+            **{k: v for k, v in extra.items() if k in known},
         )
 
     def _row_snapshot(self, acc: _RowAcc) -> RowSnapshot:
@@ -697,6 +723,9 @@ class Aggregator:
                 while len(self._rate) > 2 and self._rate[1][0] <= self.now_ns - RATE_WINDOW_NS:
                     self._rate.popleft()
             t0, n0 = self._rate[0] if self._rate else (self.now_ns, self.events)
+            if self.finished:
+                # The whole run's average: a final figure, not a rate at one moment.
+                t0, n0 = self.origin_ns, 0
             rate = (self.events - n0) * 1e9 / (self.now_ns - t0) if self.now_ns > t0 else 0.0
             if isinstance(self.stats.get("events_per_s"), int | float):
                 rate = float(self.stats["events_per_s"])

@@ -49,7 +49,8 @@ def _sync_blocking(t0: int, dur_ns: int, per_call_ns: int) -> np.ndarray:
     n = max(1, dur_ns // per_call_ns)
     r = _records(n)
     start = t0 + np.arange(n, dtype=np.int64) * per_call_ns
-    call = per_call_ns * 9 // 10
+    # Deterministic spread, so percentiles differ: calls take 45-90% of the period.
+    call = per_call_ns * (45 + (np.arange(n, dtype=np.int64) * 37) % 46) // 100
     r["kind"], r["op"], r["pid"], r["tid"], r["fd"] = Kind.SYSCALL, _op("pread64"), 1001, 1001, 5
     r["ts_ns"] = start
     r["end_ns"] = start + call
@@ -125,7 +126,7 @@ def _async_nonblocking(t0: int, dur_ns: int, pace_ns: int, depth: int) -> np.nda
         8,
     )
     req["ts_ns"] = base[rnd] + k * 1000
-    req["kdone_ns"] = base[rnd] + pace_ns * (5 + k % 4) // 10
+    req["kdone_ns"] = base[rnd] + pace_ns * (2 + (k * 3 + rnd) % 7) // 10
     req["end_ns"] = base[rnd] + pace_ns * 9 // 10
     req["size"] = 4096
     req["ret"] = 4096

@@ -66,6 +66,7 @@ class DashboardScreen(Screen[None]):
         self.ended = False
         self._view_key: tuple[object, ...] = ()
         self._last_tick_ns = 0
+        self._mounted = False
 
     @property
     def dash(self) -> DashboardApp:
@@ -87,6 +88,9 @@ class DashboardScreen(Screen[None]):
             self.fit = True
         self._check_size()
         self.query_one(Timeline).focus()
+        self._mounted = True
+        if self.latest is not None:
+            self.take(self.latest)
         self.tick()
 
     # --- size ---------------------------------------------------------------
@@ -110,6 +114,8 @@ class DashboardScreen(Screen[None]):
     # --- data ---------------------------------------------------------------
     def take(self, snapshot: Snapshot) -> None:
         self.latest = snapshot
+        if not self._mounted:
+            return  # applied by on_mount
         if not self.paused or self.snapshot is None:
             self.snapshot = snapshot
             sb = self.query_one(Scoreboard)
@@ -119,7 +125,8 @@ class DashboardScreen(Screen[None]):
 
     def source_ended(self) -> None:
         self.ended = True
-        self._update_header()
+        if self._mounted:
+            self._update_header()
         self._view_key = ()
 
     def data_range(self) -> tuple[int, int]:
@@ -170,7 +177,7 @@ class DashboardScreen(Screen[None]):
 
     def tick(self) -> None:
         """Redraw timer: recompute the timeline only when the view or data changed."""
-        if self.has_class("-too-small"):
+        if not self._mounted or self.has_class("-too-small"):
             return
         now = self.dash.clock()
         if self.playing and self._last_tick_ns:
@@ -328,7 +335,9 @@ class DashboardScreen(Screen[None]):
         self._freeze()
         lo, hi = self.data_range()
         self.end_ns += direction * max(self.span_ns // 4, 1)
-        self.end_ns = max(min(self.end_ns, hi + self.span_ns // 2), lo + self.span_ns // 2)
+        # Keep at least half the view on recorded time.
+        lower = min(lo + self.span_ns // 2, hi)
+        self.end_ns = max(min(self.end_ns, hi + self.span_ns // 2), lower)
         self._changed()
 
     def action_follow(self) -> None:

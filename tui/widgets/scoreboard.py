@@ -88,12 +88,17 @@ class Scoreboard(DataTable[str | Text]):
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)  # type: ignore[arg-type]
         self._shown: dict[str, dict[str, str | Text]] = {}
 
+    def _ensure_columns(self) -> None:
+        if not self.columns:
+            for key, label, width in COLUMNS:
+                self.add_column(label, key=key, width=width)
+
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, key=key, width=width)
+        self._ensure_columns()
 
     def update_rows(self, rows: tuple[RowSnapshot, ...]) -> None:
         """Diff `rows` against what is shown: cells change in place."""
+        self._ensure_columns()
         wanted = {r.key: cells_for(r) for r in rows}
         for key in [k for k in self._shown if k not in wanted]:
             self.remove_row(key)
