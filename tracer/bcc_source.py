@@ -213,3 +213,23 @@ def check_compile() -> str:
     version = getattr(bcc, "__version__", "unknown")
     src_dir = os.environ.get("BCC_KERNEL_SOURCE", "running kernel headers")
     return f"bcc {version}; compiled against {src_dir}"
+
+
+class RawProgram:
+    """Any BPF text, loaded and attached as is; for baselines in benchmarks
+    (e.g. the empty programs that set the cost floor)."""
+
+    def __init__(self, text: str) -> None:
+        bcc = _import_bcc()
+        with _captured_stderr() as log:
+            try:
+                self._bpf = bcc.BPF(text=text)
+                err = ""
+            except Exception as exc:
+                err = str(exc)
+        if err:
+            raise BpfError(f"baseline program failed: {err}: {log.getvalue()[-300:]!r}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._bpf.cleanup()

@@ -74,6 +74,8 @@ class LiveSource:
         self._last_counter_ns = monotonic_ns()
         self._last_stats_write = 0.0
         self.events_total = 0
+        self.drain_cpu_s = 0.0
+        """CPU time the drain thread has used: events_total / drain_cpu_s is its capacity."""
         self.lost_total = 0
         self.error: str = ""
         self._rate_window: list[tuple[float, int]] = []
@@ -119,6 +121,7 @@ class LiveSource:
             "events": self.events_total,
             "lost_total": self.lost_total,
             "events_per_s": round(rate, 1),
+            "drain_cpu_s": round(self.drain_cpu_s, 3),
             "write_error": self._writer.error,
         }
 
@@ -140,6 +143,13 @@ class LiveSource:
                 self._cond.notify_all()
 
     def _drain_once(self, *, final: bool) -> None:
+        cpu0 = time.thread_time()
+        try:
+            self._drain_body(final=final)
+        finally:
+            self.drain_cpu_s += time.thread_time() - cpu0
+
+    def _drain_body(self, *, final: bool) -> None:
         parts = []
         while True:
             part = self._reader.drain()

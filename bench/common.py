@@ -1,0 +1,86 @@
+"""Helpers shared by the benchmarks: compiling the C loops, gated starts,
+and an in-process recording session built from the tracer's parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from iotrace import session
+from iotrace.tracer import bcc_source, program
+from iotrace.tracer.live import LiveSource
+from iotrace.tracer.tasks import TaskRegistry
+
+PROGS = Path(__file__).with_name("progs")
+
+
+def compile_c(name: str, *libs: str) -> Path:
+    out = Path(tempfile.gettempdir()) / f"iotrace-bench-{name}"
+    src = PROGS / f"{name}.c"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise SystemExit("bench: no C compiler (sudo ./setup.sh installs gcc)")
+        subprocess.run([cc, "-O2", "-o", str(out), str(src), *libs], check=True)
+    return out
+
+
+class Gated:
+    """A C benchmark program started with -g: it prints 'ready' and waits for SIGUSR1."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen([*argv, "-g"], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise SystemExit(f"bench: {argv[0]} did not start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def go(self) -> str:
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        out, _ = self.proc.communicate(timeout=600)
+        return out.strip()
+
+
+class Recording:
+    """The iotrace tracer with full per-call recording into a real trace file."""
+
+    def __init__(self, out: Path, **opts: Any) -> None:
+        avail = program.available_tracepoints()
+        self.opts = program.ProgramOptions(
+            available=frozenset(avail), self_tgid=os.getpid(), **opts
+        )
+        self.prog = bcc_source.load(self.opts)
+        self.writer = session.TraceWriter(out, {"command": "bench"}, force=True)
+        self.source = LiveSource(self.prog, self.writer, {}, TaskRegistry(), consumer=False)
+        self.source.start()
+
+    def add(self, pid: int) -> None:
+        self.prog.add_pids([pid])
+
+    def stop(self) -> dict[str, Any]:
+        self.source.stop()
+        self.source.join(60)
+        stats = self.source.stats
+        self.writer.close({"stats": stats})
+        self.source.close()
+        self.prog.close()
+        return stats
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def emit_json(name: str, data: dict[str, Any]) -> None:
+    print(f"JSON {name} " + json.dumps(data, sort_keys=True))
