@@ -90,12 +90,18 @@ has_candidate() { # true when apt can install package $1
     [[ -n $cand && $cand != "(none)" ]]
 }
 
+quiet_apt_install() {
+    # debconf's note about apt-utils is noise on minimal systems; real errors still show.
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+        2> >(grep -v '^debconf: delaying package configuration' >&2)
+}
+
 apt_install() {
     say "apt-get install $*"
-    if ! apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+    if ! quiet_apt_install "$@"; then
         if ((apt_updated)); then return 1; fi
         apt_update # stale package lists: refresh once and retry
-        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+        quiet_apt_install "$@"
     fi
 }
 
