@@ -711,7 +711,11 @@ class Analysis:
     lost_total: int
     lost_ranges: list[dict[str, Any]]
     unmatched: dict[str, int]
+    """Probe -> syscall exits seen without their enter (and enters never exited)."""
     evicted: dict[str, int]
+    """Map evictions and other tracer counters (map full, resubmitted iocbs, ...)."""
+    write_error: str = ""
+    """Why the recorder stopped writing early ("" when it did not)."""
 
     @property
     def duration_ns(self) -> int:
@@ -839,6 +843,20 @@ def analyze(trace: Trace) -> Analysis:
         lost=lost,
         lost_total=lost_total,
         lost_ranges=ranges,
-        unmatched=_counter_map(trace.stats, "unmatched"),
-        evicted=_counter_map(trace.stats, "evicted"),
+        unmatched=_unmatched(trace.stats),
+        evicted={**_counter_map(trace.stats, "evicted"), **_counter_map(trace.stats, "other")},
+        write_error=str(trace.stats.get("write_error") or ""),
     )
+
+
+def _unmatched(stats: Mapping[str, Any]) -> dict[str, int]:
+    """One map from the tracer's counters: "unmatched" (any probe), "unmatched_exit"
+    and "unmatched_enter" (per syscall); missing keys count as 0."""
+    out = dict(_counter_map(stats, "unmatched"))
+    for key, what in (
+        ("unmatched_exit", "exit without enter"),
+        ("unmatched_enter", "enter without exit"),
+    ):
+        for probe, n in _counter_map(stats, key).items():
+            out[f"{probe} {what}"] = n
+    return out

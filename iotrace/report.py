@@ -59,7 +59,7 @@ def fmt_pct(share: float | None) -> str:
 
 
 _HEAD = ("PID", "COMM / SYSCALL", "CALLS", "REQS", "MiB", "LAT p50(us)", "p99(us)", "BLOCK%")
-_W = (8, 16, 8, 8, 7, 12, 10, 7)
+_W = (8, 18, 8, 8, 7, 12, 10, 7)
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -204,7 +204,9 @@ def render_text(a: Analysis, width: int = 80) -> str:
             )
         )
     lines = [*head, lost_line(a)]
-    for label, key in (("unmatched", a.unmatched), ("evicted", a.evicted)):
+    if a.write_error:
+        lines += textwrap.wrap(f"NOTE: recording stopped early: {a.write_error}", width=width - 1)
+    for label, key in (("unmatched", a.unmatched), ("tracer counters", a.evicted)):
         if key:
             parts = ", ".join(f"{k} {v:,}" for k, v in sorted(key.items()))
             lines += textwrap.wrap(f"{label}: {parts}", width=width - 1)
@@ -262,6 +264,8 @@ def report_json(a: Analysis) -> dict[str, Any]:
         "lost_ranges": a.lost_ranges,
         "unmatched": a.unmatched,
         "evicted": a.evicted,
+        "write_error": a.write_error or None,
+        "not_observed": (tr.footer or {}).get("not_observed", {}),
         "workloads": [w.to_json() for w in a.workloads],
         "processes": [p.to_json() for p in a.processes],
     }
@@ -277,7 +281,7 @@ def _highlight(text: str) -> str:
         return text
     out = []
     for line in text.splitlines(keepends=True):
-        if line.startswith(("LOST EVENTS", "NOTE: the trace was cut short")) or " ! " in line:
+        if line.startswith(("LOST EVENTS", "NOTE:")) or "= ! " in line:
             out.append(f"\x1b[1;31m{line.rstrip(chr(10))}\x1b[0m\n")
         else:
             out.append(line)
