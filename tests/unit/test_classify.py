@@ -117,3 +117,18 @@ def test_dd_pattern_is_sync_blocking() -> None:
     label = classify(a)
     assert label.model == "sync-blocking"
     assert "23 read" in label.evidence and "23 write" in label.evidence
+
+
+def test_posix_aio_main_thread_may_read_a_config_file_at_start() -> None:
+    # fio --ioengine=posixaio: one read() on the main thread, the helper's pread64s.
+    a = Activity(
+        wall_ns=10**9,
+        syscalls={"read": 1, "pread64": 5726},
+        threads=2,
+        helper_threads=1,
+        main_data_calls=1,
+        helper_calls={"pread64": 5726},
+    )
+    label = classify(a)
+    assert (label.model, label.api) == ("async-nonblocking", "posix-aio")
+    assert label.breakdown["async-nonblocking"] > 0.99

@@ -155,3 +155,22 @@ def test_narrow_widths_still_fit(tmp_path: Path) -> None:
     trace = session.load(b.write(tmp_path / "n.trace"))
     text = report.render_text(analysis.analyze(trace), width=60)
     assert max(len(line) for line in text.splitlines()) < 80
+
+
+def test_tracer_counters_as_the_tracer_writes_them(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    sync_blocking(b, pipe_reads=2, preads=0)
+    stats = {
+        "lost": {},
+        "unmatched_exit": {"read": 3},
+        "unmatched_enter": {"pread64": 1},
+        "other": {"aio_map_full": 2},
+        "lost_total": 0,
+        "write_error": "",
+    }
+    a = analysis.analyze(session.load(b.write(tmp_path / "c.trace", stats=stats)))
+    assert a.unmatched == {"read exit without enter": 3, "pread64 enter without exit": 1}
+    assert a.evicted == {"aio_map_full": 2}
+    text = report.render_text(a)
+    assert "unmatched: pread64 enter without exit 1, read exit without enter 3" in text
+    assert "tracer counters: aio_map_full 2" in text
