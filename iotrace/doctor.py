@@ -23,6 +23,7 @@ import json
 import mmap
 import os
 import platform
+import pwd
 import subprocess
 import sys
 import textwrap
@@ -137,14 +138,45 @@ def _tracepoints() -> tuple[dict[str, str], frozenset[str]]:
     return dict(program.TRACEPOINTS), frozenset(required)
 
 
-def _default_data_dir() -> Path:
-    # Optional: the workloads publish their data directory; before they do, /var/tmp is
-    # where they would put it (a disk, unlike /tmp on many machines).
+def _existing(path: Path) -> Path:
+    # The workloads create their directory on first use; test where it will live.
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _default_data_dirs() -> list[Path]:
+    """Where the workloads will keep their data files, best first.
+
+    They run as the invoking user (SUDO_USER under sudo), so these are that user's."""
+    user = os.environ.get("SUDO_USER")
     try:
-        datadir = importlib.import_module("iotrace.workloads.datadir")
+        pw = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
+        home, uid = pw.pw_dir, pw.pw_uid
+    except KeyError:
+        home, uid = None, os.getuid()
+    try:
+        datafile = importlib.import_module("iotrace.workloads.datafile")
     except ImportError:
-        return Path("/var/tmp")
-    return Path(datadir.default_data_dir())
+        return [Path(f"/var/tmp/iotrace-{uid}")]
+    return [Path(d) for d in datafile.candidate_dirs(home, uid)]
+
+
+def _fs_type(path: Path) -> str:
+    """Filesystem type holding `path` (longest mount point match in mountinfo)."""
+    target = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[4].replace("\\040", " ")
+                inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, fstype = mnt, parts[parts.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        return ""
+    return fstype
 
 
 @dataclass
@@ -159,7 +191,8 @@ class Host:
     check_compile: Callable[[], str] = _check_compile
     kernel_headers: Callable[[], object] = _kernel_headers
     tracepoints: Callable[[], tuple[Mapping[str, str], frozenset[str]]] = _tracepoints
-    data_dir: Callable[[], Path] = _default_data_dir
+    data_dirs: Callable[[], list[Path]] = _default_data_dirs
+    fs_type: Callable[[Path], str] = _fs_type
     page_size: int = mmap.PAGESIZE
 
 
@@ -400,12 +433,8 @@ def check_io_uring(host: Host) -> Check:
     )
 
 
-def check_o_direct(host: Host) -> Check:
-    data_dir = host.data_dir()
-    # The workloads create their directory on first use; test where it will live.
-    where = data_dir
-    while not where.exists() and where != where.parent:
-        where = where.parent
+def _o_direct_problem(where: Path) -> str:
+    """'' when a 4 KiB O_DIRECT write and read-back work in `where`, else why not."""
     path = where / f".iotrace-doctor-{os.getpid()}"
     fd = -1
     try:
@@ -414,27 +443,41 @@ def check_o_direct(host: Host) -> Check:
         block.write(b"iotrace" * 585)
         os.pwrite(fd, block, 0)
         back = mmap.mmap(-1, 4096)
-        got = os.preadv(fd, [back], 0)
-        if got != 4096 or back[:] != block[:]:
-            return Check("O_DIRECT", "fail", "read back wrong data", "use an ext4/xfs directory")
+        if os.preadv(fd, [back], 0) != 4096 or back[:] != block[:]:
+            return f"{where}: O_DIRECT read back wrong data"
     except OSError as exc:
         if exc.errno == errno.EINVAL:
-            summary = f"{where}: filesystem refuses O_DIRECT"
-        else:
-            summary = f"{where}: {exc.strerror}"
-        return Check(
-            "O_DIRECT",
-            "fail",
-            summary,
-            "give the workloads a data directory on ext4/xfs/btrfs",
-            details=[str(data_dir)],
-        )
+            return f"{where}: filesystem refuses O_DIRECT"
+        return f"{where}: {exc.strerror}"
     finally:
         if fd >= 0:
             os.close(fd)
         if os.path.lexists(path):
             os.unlink(path)
-    return Check("O_DIRECT", "ok", f"works in {where}", details=[str(data_dir)])
+    return ""
+
+
+def check_o_direct(host: Host) -> Check:
+    """The workloads take the first candidate directory that is not tmpfs and does
+    O_DIRECT; so does this check, without creating the directory."""
+    problems = []
+    for data_dir in host.data_dirs():
+        where = _existing(data_dir)
+        fstype = host.fs_type(where)
+        if fstype in ("tmpfs", "ramfs"):
+            problems.append(f"{data_dir}: on {fstype}")
+            continue
+        problem = _o_direct_problem(where)
+        if not problem:
+            return Check("O_DIRECT", "ok", f"works in {where}", details=problems)
+        problems.append(problem)
+    return Check(
+        "O_DIRECT",
+        "fail",
+        problems[0] if len(problems) == 1 else f"no usable data directory ({len(problems)} tried)",
+        "give the workloads a data directory on ext4/xfs/btrfs",
+        details=problems,
+    )
 
 
 def run_checks(host: Host | None = None) -> list[Check]:

@@ -88,7 +88,8 @@ def _machine(
         check_compile=lambda: "tracepoint program compiled and loaded in 0.9 s",
         kernel_headers=lambda: FakeHeaders(Path("/h"), "running kernel headers"),
         tracepoints=lambda: (TPS, REQUIRED),
-        data_dir=lambda: data / "iotrace",
+        data_dirs=lambda: [data / "iotrace"],
+        fs_type=lambda path: "ext4",
     )
     host.bpf_calls = calls  # type: ignore[attr-defined]
     return host
@@ -227,10 +228,25 @@ def test_compile_failure_is_reported_as_one_line(tmp_path: Path) -> None:
 
 def test_o_direct_failure_names_the_directory(tmp_path: Path) -> None:
     host = _machine(tmp_path)
-    host.data_dir = lambda: Path("/proc/iotrace-data")  # procfs: no regular files
+    host.data_dirs = lambda: [Path("/proc/iotrace-data")]  # procfs: no regular files
     check = doctor.check_o_direct(host)
     assert check.status == "fail" and check.summary.startswith("/proc")
     assert not list(tmp_path.glob("**/.iotrace-doctor-*"))
+
+
+def test_o_direct_skips_tmpfs_like_the_workloads_and_falls_back(tmp_path: Path) -> None:
+    host = _machine(tmp_path)
+    home, var = tmp_path / "home/.cache/iotrace", tmp_path / "data/iotrace"
+    (tmp_path / "home").mkdir()
+    host.data_dirs = lambda: [home, var]
+    host.fs_type = lambda path: "tmpfs" if "home" in str(path) else "ext4"
+    check = doctor.check_o_direct(host)
+    assert check.status == "ok"
+    assert check.summary == f"works in {tmp_path / 'data'}"
+    assert check.details == [f"{home}: on tmpfs"]
+    host.fs_type = lambda path: "tmpfs"
+    check = doctor.check_o_direct(host)
+    assert check.status == "fail" and check.summary == "no usable data directory (2 tried)"
 
 
 def test_o_direct_leaves_nothing_behind(tmp_path: Path) -> None:
