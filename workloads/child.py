@@ -1,0 +1,73 @@
+"""The workload process the launcher starts: `python -m iotrace.workloads.child`.
+
+Protocol on the report fd (one JSON object per line):
+  {"ready": true, "pids": [...], "fds": {...}}   set-up done, now waiting for SIGUSR1
+  {"unavailable": "why"}                          this machine cannot run it (exit 0)
+  {"error": "why"}                                failed (exit 1)
+  {"result": {...}}                               finished (exit 0)
+
+The wait for release is `sigtimedwait` on SIGUSR1 (rt_sigtimedwait), not a read,
+poll or select, so a tracer that adds our pids while we wait sees nothing of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from iotrace.workloads import engine
+from iotrace.workloads.datafile import Unavailable
+
+from iotrace.errors import IotraceError
+
+
+def _wait_release(parent: int) -> None:
+    while True:
+        if signal.sigtimedwait({engine.RELEASE_SIGNAL}, 1.0) is not None:
+            return
+        if os.getppid() != parent:
+            # The launcher went away without releasing us: nobody wants the run.
+            os._exit(3)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="iotrace.workloads.child", add_help=False)
+    p.add_argument("--report-fd", type=int, required=True)
+    p.add_argument("--parent", type=int, required=True)
+    p.add_argument("name")
+    ns, rest = p.parse_known_args(argv)
+    fd = ns.report_fd
+    os.set_inheritable(fd, False)
+
+    def ready(pids: list[int], fds: dict[str, int]) -> None:
+        engine.write_line(fd, {"ready": True, "pids": pids, "fds": fds})
+        _wait_release(ns.parent)
+
+    try:
+        result = engine.run(
+            ns.name, rest, home=os.environ.get("HOME"), progress_stream=None, on_ready=ready
+        )
+    except engine.Stopped:
+        engine.write_line(fd, {"error": "stopped before it was released"})
+        return 1
+    except Unavailable as exc:
+        engine.write_line(fd, {"unavailable": str(exc)})
+        return 0
+    except IotraceError as exc:
+        engine.write_line(fd, {"error": str(exc)})
+        return 1
+    except OSError as exc:
+        engine.write_line(fd, {"error": f"{exc.strerror or exc}"})
+        return 1
+    engine.write_line(fd, {"result": result})
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    # Skip interpreter teardown: parked threads and pending signals are irrelevant now.
+    os._exit(code)
