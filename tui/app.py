@@ -108,15 +108,18 @@ class DashboardApp(App[None]):
             self.source_done.set()
 
     def on_snapshot_taken(self, message: SnapshotTaken) -> None:
-        self.get_default_screen_instance().take(message.snapshot)
+        with contextlib.suppress(NoMatches):  # quitting
+            self.get_default_screen_instance().take(message.snapshot)
 
     def on_source_ended(self, message: SourceEnded) -> None:
-        self.get_default_screen_instance().source_ended()
+        with contextlib.suppress(NoMatches):  # quitting
+            self.get_default_screen_instance().source_ended()
 
     def on_source_failed(self, message: SourceFailed) -> None:
         self.error = message.error
         self.notify(message.error, title="the event source failed", severity="error", timeout=30)
-        self.get_default_screen_instance().source_ended()
+        with contextlib.suppress(NoMatches):  # quitting
+            self.get_default_screen_instance().source_ended()
 
     def on_unmount(self) -> None:
         self._stop.set()

@@ -89,8 +89,6 @@ class DashboardScreen(Screen[None]):
         self._check_size()
         self.query_one(Timeline).focus()
         self._mounted = True
-        if self.latest is not None:
-            self.take(self.latest)
         self.tick()
 
     # --- size ---------------------------------------------------------------
@@ -113,20 +111,21 @@ class DashboardScreen(Screen[None]):
 
     # --- data ---------------------------------------------------------------
     def take(self, snapshot: Snapshot) -> None:
+        """Keep the newest snapshot; the redraw timer applies it (never per message)."""
         self.latest = snapshot
-        if not self._mounted:
-            return  # applied by on_mount
-        if not self.paused or self.snapshot is None:
-            self.snapshot = snapshot
-            sb = self.query_one(Scoreboard)
-            sb.update_rows(snapshot.rows)
-            self.query_one(Timeline).row_models = {r.key: r.model for r in snapshot.rows}
-        self._update_header()
+
+    def _apply_latest(self) -> None:
+        snap = self.latest
+        if snap is None or snap is self.snapshot:
+            return
+        if self.paused and self.snapshot is not None:
+            return
+        self.snapshot = snap
+        self.query_one(Scoreboard).update_rows(snap.rows)
+        self.query_one(Timeline).row_models = {r.key: r.model for r in snap.rows}
 
     def source_ended(self) -> None:
         self.ended = True
-        if self._mounted:
-            self._update_header()
         self._view_key = ()
 
     def data_range(self) -> tuple[int, int]:
@@ -183,6 +182,7 @@ class DashboardScreen(Screen[None]):
         if self.playing and self._last_tick_ns:
             self._advance(now - self._last_tick_ns)
         self._last_tick_ns = now
+        self._apply_latest()
         self._update_header()
         snap = self.snapshot
         if snap is None:
@@ -313,8 +313,6 @@ class DashboardScreen(Screen[None]):
         elif self.paused:
             self.paused = False
             self.follow = True
-            if self.latest is not None:
-                self.take(self.latest)
         else:
             self.end_ns = self.view_range()[1]
             self.paused = True
@@ -345,8 +343,6 @@ class DashboardScreen(Screen[None]):
         if self.dash.source.live and not self.ended:
             self.follow = True
             self.paused = False
-            if self.latest is not None:
-                self.take(self.latest)
         else:
             self.follow = False
             self.end_ns = self.data_range()[1]
