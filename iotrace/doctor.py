@@ -485,7 +485,8 @@ def run_checks(host: Host | None = None) -> list[Check]:
     host = host or Host()
     priv = check_privileges(host)
     bpf = check_bpf(host)
-    checks = [priv, bpf, check_ringbuf(host), check_tracefs(host), check_btf(host)]
+    tracefs = check_tracefs(host)
+    checks = [priv, bpf, check_ringbuf(host), tracefs, check_btf(host)]
     checks.append(check_tracepoints(host))
     bcc, bcc_ok = check_bcc(host)
     headers, headers_ok = check_headers(host)
@@ -493,6 +494,7 @@ def run_checks(host: Host | None = None) -> list[Check]:
     prereqs = {
         "privileges": priv.status == "ok",
         "bpf()": bpf.status == "ok",
+        "tracefs": tracefs.status == "ok",
         "bcc": bcc_ok,
         "kernel headers": headers_ok,
     }

@@ -166,6 +166,7 @@ def test_unmounted_tracefs_gives_the_mount_command(tmp_path: Path) -> None:
     assert by["tracefs"].status == "fail"
     assert by["tracefs"].fix == "sudo mount -t tracefs nodev /sys/kernel/tracing"
     assert by["tracepoints"].status == "fail"
+    assert by["BPF compile+load"].summary == "not tried until tracefs ok"
     assert required_failed(checks)
 
 
