@@ -15,6 +15,7 @@ APT_PACKAGES=(
     make gcc libc6-dev    # `make check`; workloads compile small C helpers
     fio                   # workload fidelity comparisons
     tmux strace           # TUI tests in a real terminal; cross-checking syscall counts
+    chromium fonts-liberation  # e2e: the HTML report rendered in headless chromium
 )
 # Nice to have; set-up goes on without them.
 OPTIONAL_APT_PACKAGES=(bpfcc-tools)
@@ -54,6 +55,10 @@ if [[ ! -r /etc/os-release ]] || ! grep -Eq '^(ID|ID_LIKE)=.*\b(debian|ubuntu)\b
     die "only Debian and Ubuntu are supported (apt, python3-bpfcc)"
 fi
 export DEBIAN_FRONTEND=noninteractive
+if grep -q '^ID=ubuntu' /etc/os-release; then
+    # Ubuntu ships chromium as chromium-browser
+    APT_PACKAGES=("${APT_PACKAGES[@]/#chromium/chromium-browser}")
+fi
 
 # The checkout's owner keeps owning the venv and caches when we run under sudo.
 OWNER=$(stat -c %U "$REPO")
