@@ -190,8 +190,8 @@ fi
 
 # --- kernel headers for bcc ------------------------------------------------------------
 
-"$VENV/bin/python" -m iotrace.tracer.kheaders prepare | sed 's/^/setup: /' ||
-    die "no usable kernel headers (see the line above)"
+headers=$("$VENV/bin/python" -m iotrace.tracer.kheaders prepare 2>&1) || die "$headers"
+say "$headers"
 
 # --- `sudo iotrace` --------------------------------------------------------------------
 
