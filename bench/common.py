@@ -13,10 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from iotrace import session
 from iotrace.tracer import bcc_source, program
 from iotrace.tracer.live import LiveSource
 from iotrace.tracer.tasks import TaskRegistry
+
+from iotrace import session
 
 PROGS = Path(__file__).with_name("progs")
 
@@ -55,14 +56,17 @@ class Gated:
 class Recording:
     """The iotrace tracer with full per-call recording into a real trace file."""
 
-    def __init__(self, out: Path, **opts: Any) -> None:
+    def __init__(self, out: Path, drain_interval_s: float = 0.010, **opts: Any) -> None:
         avail = program.available_tracepoints()
         self.opts = program.ProgramOptions(
             available=frozenset(avail), self_tgid=os.getpid(), **opts
         )
         self.prog = bcc_source.load(self.opts)
         self.writer = session.TraceWriter(out, {"command": "bench"}, force=True)
-        self.source = LiveSource(self.prog, self.writer, {}, TaskRegistry(), consumer=False)
+        self.source = LiveSource(
+            self.prog, self.writer, {}, TaskRegistry(), consumer=False,
+            drain_interval_s=drain_interval_s,
+        )  # fmt: skip
         self.source.start()
 
     def add(self, pid: int) -> None:

@@ -17,9 +17,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from iotrace.tracer.bcc_source import RawProgram
+
 from bench.common import Gated, Recording, compile_c, emit_json, median
 from iotrace import events, session
-from iotrace.tracer.bcc_source import RawProgram
 
 FLOOR = """
 TRACEPOINT_PROBE(syscalls, sys_enter_{name}) {{ return 0; }}

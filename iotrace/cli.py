@@ -78,7 +78,14 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
         metavar="MB",
         help="ring buffer size in MiB, a power of two (default: 32)",
     )
-    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--drain-ms",
+        type=float,
+        default=10.0,
+        metavar="MS",
+        help="how often the ring buffer is drained (default: 10)",
+    )
+    p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:

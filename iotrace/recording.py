@@ -252,6 +252,8 @@ def _record(
     from iotrace.tracer.tasks import TaskRegistry
 
     opts = _program_options(args)
+    if not 0.1 <= args.drain_ms <= 5000:
+        raise UsageError("--drain-ms must be between 0.1 and 5000")
     out = Path(args.output) if args.output else default_output()
     if out.exists() and not args.force:
         raise OutputError(f"{out} already exists; choose another -o or pass --force")
@@ -303,7 +305,14 @@ def _record(
                     registry.label(pid, t.label)
                     registry.add(pid, pid)
             use_tui = not args.no_tui and stdout_is_tty()
-            source = LiveSource(prog, writer, meta, registry, consumer=use_tui)
+            source = LiveSource(
+                prog,
+                writer,
+                meta,
+                registry,
+                consumer=use_tui,
+                drain_interval_s=args.drain_ms / 1000,
+            )
             prog.add_pids(p for t in targets for p in t.pids)
             source.start()
             for t in targets:

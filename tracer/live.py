@@ -55,7 +55,9 @@ class LiveSource:
         registry: TaskRegistry,
         *,
         consumer: bool = True,
+        drain_interval_s: float = DRAIN_INTERVAL_S,
     ) -> None:
+        self.drain_interval_s = drain_interval_s
         self.meta = meta
         self.path: Path | None = writer.path
         self._prog = prog
@@ -128,7 +130,7 @@ class LiveSource:
     # ---- the drain thread ----
     def _run(self) -> None:
         try:
-            while not self._stop.wait(DRAIN_INTERVAL_S):
+            while not self._stop.wait(self.drain_interval_s):
                 self._drain_once(final=False)
                 if self._writer.error:
                     self.error = self._writer.error

@@ -130,12 +130,15 @@ class TaskRegistry:
             tids = batch["tid"][off]
             pids = np.array([self._pid_for(int(t)) for t in tids], dtype=np.uint32)
             batch["pid"][off] = pids
+        # Threads that were running before tracing began show up first in a
+        # call record. np.unique on the tid column alone keeps this cheap.
         other = ~off & (kinds != Kind.TASK)
         if other.any():
-            pairs = np.unique(np.stack([batch["pid"][other], batch["tid"][other]], axis=1), axis=0)
-            for pid, tid in pairs:
-                if int(tid) not in self.by_tid:
-                    self.add(int(pid), int(tid))
+            tids = np.unique(batch["tid"][other])
+            unknown = [int(t) for t in tids if int(t) not in self.by_tid]
+            for tid in unknown:
+                row = int(np.flatnonzero(batch["tid"] == tid)[0])
+                self.add(int(batch["pid"][row]), tid)
 
     def _pid_for(self, tid: int) -> int:
         pid = self.pid_of_tid.get(tid)

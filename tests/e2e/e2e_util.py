@@ -33,13 +33,16 @@ def iotrace(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProce
     )
 
 
-def compile_prog(name: str, out_dir: Path, *libs: str) -> Path:
+BENCH_PROGS = Path(__file__).parents[2] / "bench" / "progs"
+
+
+def compile_prog(name: str, out_dir: Path, *libs: str, where: Path = PROGS) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.fail("no C compiler: ./setup.sh installs gcc")
     exe = out_dir / name
     subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(exe), str(PROGS / f"{name}.c"), *libs],
+        [cc, "-O2", "-Wall", "-o", str(exe), str(where / f"{name}.c"), *libs],
         check=True,
         capture_output=True,
     )
