@@ -84,15 +84,16 @@ class TaskInfo:
     def from_json(cls, obj: Any) -> TaskInfo:
         if not isinstance(obj, dict):
             raise TraceFileError("task entry is not an object")
+        d: dict[str, Any] = obj
         try:
             return cls(
-                pid=int(obj["pid"]),
-                tid=int(obj.get("tid", obj["pid"])),
-                comm=str(obj.get("comm", "")),
-                ppid=int(obj.get("ppid", 0)),
-                start_ns=int(obj.get("start_ns", 0)),
-                workload=str(obj.get("workload", "")),
-                exe=str(obj.get("exe", "")),
+                pid=int(d["pid"]),
+                tid=int(d.get("tid", d["pid"])),
+                comm=str(d.get("comm", "")),
+                ppid=int(d.get("ppid", 0)),
+                start_ns=int(d.get("start_ns", 0)),
+                workload=str(d.get("workload", "")),
+                exe=str(d.get("exe", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TraceFileError(f"task entry is malformed: {exc}") from None
