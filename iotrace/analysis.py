@@ -209,22 +209,18 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
             sel = np.flatnonzero((tids == tid) & done)
             if not len(sel):
                 continue
-            mts = np.sort(mux_t["ts_ns"].to_numpy())
-            lo = prev_end[sel]
-            # First mux start after the previous request ended; for a first request,
-            # the last mux that began before the first attempt.
-            i_after = np.searchsorted(mts, np.where(lo < 0, 0, lo), side="left")
-            i_before = np.searchsorted(mts, first_try[sel], side="right") - 1
-            cand = np.where(
-                lo < 0,
-                np.where(i_before >= 0, mts[np.clip(i_before, 0, None)], np.iinfo(np.int64).max),
-                np.where(
-                    i_after < len(mts),
-                    mts[np.clip(i_after, None, len(mts) - 1)],
-                    np.iinfo(np.int64).max,
-                ),
-            )
-            start[sel] = np.minimum(first_try[sel], cand)
+            # A thread makes one call at a time, so its waits sorted by start are
+            # sorted by end too. The wait that found this fd ready is the last one
+            # that ended before the call began; it counts when it began after the
+            # previous request on the fd finished (else the data was already there).
+            m = mux_t.sort_values("ts_ns")
+            m_ts = m["ts_ns"].to_numpy()
+            m_end = m["end_ns"].to_numpy()
+            i = np.searchsorted(m_end, ts[sel], side="right") - 1
+            ok = i >= 0
+            wait_ts = m_ts[np.clip(i, 0, None)]
+            ok &= (prev_end[sel] < 0) | (wait_ts >= prev_end[sel])
+            start[sel] = np.where(ok, wait_ts, start[sel])
     data = data.assign(start_ns=start)[done]
     if data.empty:
         return _empty_requests()
