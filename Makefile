@@ -19,10 +19,13 @@ typecheck-tree:
 	@ln -s ../../../tracer $(TYPECHECK)/iotrace/tracer
 	@ln -s ../../../tui $(TYPECHECK)/iotrace/tui
 	@ln -s ../../../workloads $(TYPECHECK)/iotrace/workloads
+	@ln -s ../../bench $(TYPECHECK)/bench
+	@ln -s ../../tests $(TYPECHECK)/tests
 
 typecheck: typecheck-tree
-	cd $(TYPECHECK) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p iotrace
-	$(VENV)/bin/mypy tests bench
+	cd $(TYPECHECK) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p iotrace -p bench
+	cd $(TYPECHECK) && MYPYPATH=tests/e2e:tests/unit ../../$(VENV)/bin/mypy \
+		--config-file ../../pyproject.toml --explicit-package-bases --allow-untyped-defs tests
 
 test:
 	$(PY) -m pytest

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import Gated, Recording, compile_c, emit_json
 from iotrace import events, session
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = float(g.go())
         rec.stop()
     n = int(args.seconds * 1e9 / ns)
-    opts = {}
+    opts: dict[str, Any] = {}
     if args.overflow:
         opts = {"ringbuf_bytes": 1 << 20}
         opts["drain_interval_s"] = 0.25

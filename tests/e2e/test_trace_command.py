@@ -41,6 +41,7 @@ def test_pid_is_traced_and_left_running(tmp_path):
     )
     target = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert target.stdout is not None
         fd = int(target.stdout.readline())
         out = tmp_path / "p.trace"
         proc = iotrace("trace", "--no-tui", "-p", str(target.pid), "-d", "4", "-o", str(out))

@@ -35,7 +35,9 @@ def test_numpy_offsets_match_c_natural_layout():
     for ctype, name in _c_fields():
         size = _C_SIZES[ctype]
         assert offset % size == 0, f"{name} would be padded in C"
-        assert EVENT_DTYPE.fields[name][1] == offset
+        fields = EVENT_DTYPE.fields
+        assert fields is not None
+        assert fields[name][1] == offset
         offset += size
 
 
