@@ -10,6 +10,7 @@ that no traced call or off-CPU interval explains is "running in user space".
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -234,6 +235,100 @@ def lost_cells(
     return np.asarray(cov[0] > 0)
 
 
+_C: Final = 13
+"""Coverage slots per lane: indexed by state code (NONE..LOST, then the request phases)."""
+
+
+def _paint(
+    cols: dict[str, np.ndarray], tids: np.ndarray, cell0: int, ncells: int, cell_ns: int
+) -> np.ndarray:
+    """Coverage (lanes x slots x cells) of `cols` on the grid starting at cell `cell0`.
+    The USER slot is left empty: it is alive time minus the rest, done per frame."""
+    L = len(tids)
+    t0 = cell0 * cell_ns
+    if len(cols["ts_ns"]) == 0:
+        return np.zeros((L, _C, ncells))
+    pos = np.minimum(np.searchsorted(tids, cols["tid"].astype(np.int64)), L - 1)
+    known = tids[pos] == cols["tid"]
+    kind = cols["kind"]
+    idx_parts: list[np.ndarray] = []
+    s_parts: list[np.ndarray] = []
+    e_parts: list[np.ndarray] = []
+    w_parts: list[np.ndarray] = []
+
+    def add(cat: int, m: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray) -> None:
+        sel = m & (w > 0)
+        idx_parts.append(pos[sel] * _C + cat)
+        s_parts.append(s[sel])
+        e_parts.append(e[sel])
+        w_parts.append(w[sel])
+
+    ts = cols["ts_ns"].astype(np.float64)
+    end = cols["end_ns"].astype(np.float64)
+    sc = known & (kind == Kind.SYSCALL) & (end > ts)
+    if sc.any():
+        dur = np.where(sc, end - ts, 1.0)
+        off = np.minimum(cols["off_cpu_ns"].astype(np.float64), dur)
+        runq = np.minimum(cols["runq_ns"].astype(np.float64), off)
+        on = (dur - off) / dur
+        asleep = (off - runq) / dur
+        fam = FAMILY_OF_OP[np.minimum(cols["op"], len(FAMILY_OF_OP) - 1)]
+        spin = cols["ret"] == -EAGAIN
+        add(SYS, sc & ~spin, ts, end, on)
+        add(SPIN, sc & spin, ts, end, on)
+        add(BLOCK, sc & ((fam == FAM_DATA) | (fam == FAM_OTHER)), ts, end, asleep)
+        add(MUX, sc & (fam == FAM_MUX), ts, end, asleep)
+        add(REAP, sc & (fam == FAM_ASYNC), ts, end, asleep)
+        add(RUNQ, sc, ts, end, runq / dur)
+    oc = known & (kind == Kind.OFF_CPU) & (cols["op"] == 0) & (end > ts)
+    if oc.any():
+        dur = np.where(oc, end - ts, 1.0)
+        runq = np.minimum(cols["runq_ns"].astype(np.float64), dur)
+        add(SLEEP, oc, ts, end, (dur - runq) / dur)
+        add(RUNQ, oc, ts, end, runq / dur)
+    rq_m = known & np.isin(kind, [int(k) for k in REQUEST_KINDS])
+    if rq_m.any():
+        kd = cols["kdone_ns"].astype(np.float64)
+        worker = (cols["flags"] & int(Flag.WORKER)) != 0
+        kern_end = np.where(kd > 0, kd, end)
+        ones = np.ones(len(ts))
+        add(REQ_KERNEL, rq_m & ~worker & (kern_end > ts), ts, kern_end, ones)
+        add(REQ_WORKER, rq_m & worker & (kern_end > ts), ts, kern_end, ones)
+        add(REQ_REAP, rq_m & (kd > 0) & (end > kd), kd, end, ones)
+    if not idx_parts:
+        return np.zeros((L, _C, ncells))
+    return cover(
+        np.concatenate(idx_parts),
+        np.concatenate(s_parts),
+        np.concatenate(e_parts),
+        np.concatenate(w_parts),
+        L * _C,
+        t0,
+        float(cell_ns),
+        ncells,
+    ).reshape(L, _C, ncells)
+
+
+@dataclass
+class _Cached:
+    key: tuple[object, ...]
+    cell0: int
+    cov: np.ndarray
+
+
+# Sealed chunks never change, so their coverage on a grid is computed once per
+# (cell size, lane set, filter): a frame then costs the open chunk plus sums.
+_CACHE: weakref.WeakKeyDictionary[object, _Cached] = weakref.WeakKeyDictionary()
+_CACHE_MAX_CELLS: Final = 8192
+
+
+def grid(t0: int, t1: int, ncells: int) -> tuple[int, int]:
+    """Cell size (ns) and first cell index for a view: cells sit on multiples of
+    the cell size, so a scrolling view reuses what earlier frames computed."""
+    cell = max(1, (t1 - t0) // max(ncells, 1))
+    return cell, t0 // cell
+
+
 def compute(
     store: Store,
     lanes: list[LaneInfo],
@@ -245,86 +340,56 @@ def compute(
     event_filter: EventFilter | None = None,
     max_sub: int = 4,
 ) -> FrameData:
-    """States and request bars for `lanes` over [t0, t1) in `ncells` cells."""
+    """States and request bars for `lanes` over about [t0, t1) in `ncells` cells
+    (the range is aligned to the cell grid; the frame says the exact one)."""
     t1 = max(t1, t0 + ncells)
+    cell, a0 = grid(t0, t1, ncells)
+    t0, t1 = a0 * cell, (a0 + ncells) * cell
     frame = FrameData(t0, t1, ncells)
     if ncells <= 0 or not lanes:
         return frame
-    cell_ns = (t1 - t0) / ncells
-    ev = store.query(t0, t1)
-    if event_filter is not None and event_filter.active:
-        m = event_filter.mask(ev)
-        ev = {k: v[m] for k, v in ev.items()}
-    frame.events_in_view = len(ev["ts_ns"])
+    ef = event_filter if event_filter is not None and event_filter.active else None
     tids = np.array(sorted(la.tid for la in lanes), dtype=np.int64)
     L = len(tids)
-    pos = np.searchsorted(tids, ev["tid"].astype(np.int64))
-    pos = np.minimum(pos, L - 1)
-    known = tids[pos] == ev["tid"]
-    kind = ev["kind"]
+    key_base = (cell, tuple(tids.tolist()), ef)
+    acc = np.zeros((L, _C, ncells))
+    for chunk, n, cols in store.chunks_overlapping(t0, t1):
+        ca, cb = chunk.min_ts // cell, chunk.max_t // cell + 1
+        if cb - ca <= _CACHE_MAX_CELLS:
+            key = (*key_base, n)
+            hit = _CACHE.get(chunk)
+            if hit is None or hit.key != key:
+                c = cols
+                if ef is not None:
+                    m = ef.mask(c)
+                    c = {k: v[m] for k, v in c.items()}
+                hit = _Cached(key, ca, _paint(c, tids, ca, cb - ca, cell))
+                _CACHE[chunk] = hit
+                frame.events_in_view += len(c["ts_ns"])
+            lo, hi = max(ca, a0), min(cb, a0 + ncells)
+            if hi > lo:
+                acc[:, :, lo - a0 : hi - a0] += hit.cov[:, :, lo - ca : hi - ca]
+        else:
+            # Spans far more than a view (deep zoom): paint only what is in view.
+            ts = cols["ts_ns"]
+            top = np.maximum(np.maximum(cols["end_ns"], cols["kdone_ns"]), ts)
+            m = (ts <= t1) & (top >= t0)
+            if ef is not None:
+                m &= ef.mask(cols)
+            c = {k: v[m] for k, v in cols.items()}
+            acc += _paint(c, tids, a0, ncells, cell)
+            frame.events_in_view += int(m.sum())
 
-    # --- thread states ---
-    idx_parts: list[np.ndarray] = []
-    s_parts: list[np.ndarray] = []
-    e_parts: list[np.ndarray] = []
-    w_parts: list[np.ndarray] = []
-
-    def add(cat: int, m: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray) -> None:
-        sel = m & (w > 0)
-        idx_parts.append(pos[sel] * _N_CAT + cat)
-        s_parts.append(s[sel])
-        e_parts.append(e[sel])
-        w_parts.append(w[sel])
-
-    ts = ev["ts_ns"].astype(np.float64)
-    end = ev["end_ns"].astype(np.float64)
-    sc = known & (kind == Kind.SYSCALL) & (end > ts)
-    if sc.any():
-        dur = np.where(sc, end - ts, 1.0)
-        off = np.minimum(ev["off_cpu_ns"].astype(np.float64), dur)
-        runq = np.minimum(ev["runq_ns"].astype(np.float64), off)
-        on = (dur - off) / dur
-        asleep = (off - runq) / dur
-        rq = runq / dur
-        fam = FAMILY_OF_OP[np.minimum(ev["op"], len(FAMILY_OF_OP) - 1)]
-        spin = ev["ret"] == -EAGAIN
-        add(SYS, sc & ~spin, ts, end, on)
-        add(SPIN, sc & spin, ts, end, on)
-        add(BLOCK, sc & ((fam == FAM_DATA) | (fam == FAM_OTHER)), ts, end, asleep)
-        add(MUX, sc & (fam == FAM_MUX), ts, end, asleep)
-        add(REAP, sc & (fam == FAM_ASYNC), ts, end, asleep)
-        add(RUNQ, sc, ts, end, rq)
-    oc = known & (kind == Kind.OFF_CPU) & (ev["op"] == 0) & (end > ts)
-    if oc.any():
-        dur = np.where(oc, end - ts, 1.0)
-        runq = np.minimum(ev["runq_ns"].astype(np.float64), dur)
-        add(SLEEP, oc, ts, end, (dur - runq) / dur)
-        add(RUNQ, oc, ts, end, runq / dur)
-    if not (event_filter is not None and event_filter.active):
-        # Alive span per lane, in the USER slot; user = alive - everything else.
+    if ef is None:
+        # Alive span per lane; user = alive - everything else.
         by_tid = {la.tid: la for la in lanes}
         first = np.array([by_tid[int(t)].first_ns for t in tids], dtype=np.float64)
         last = np.array([by_tid[int(t)].last_ns for t in tids], dtype=np.float64)
-        idx_parts.append(np.arange(L) * _N_CAT + USER)
-        s_parts.append(first)
-        e_parts.append(last)
-        w_parts.append(np.ones(L))
-    cov = cover(
-        np.concatenate(idx_parts),
-        np.concatenate(s_parts),
-        np.concatenate(e_parts),
-        np.concatenate(w_parts),
-        L * _N_CAT,
-        t0,
-        cell_ns,
-        ncells,
-    ).reshape(L, _N_CAT, ncells)
-    others = cov[:, SYS:, :].sum(axis=1)
-    cov[:, USER, :] = np.maximum(cov[:, USER, :] - others, 0)
-    # Slot 0 is unused (NONE); argmax over USER..SLEEP.
-    state = (np.argmax(cov[:, USER:, :], axis=1) + USER).astype(np.uint8)
-    filled = cov[:, USER:, :].sum(axis=1)
-    state[filled < 0.02] = NONE
+        alive = cover(np.arange(L), first, last, np.ones(L), L, t0, float(cell), ncells)
+        acc[:, USER, :] = np.maximum(alive - acc[:, SYS : SLEEP + 1, :].sum(axis=1), 0)
+    thread = acc[:, USER : SLEEP + 1, :]
+    state = (np.argmax(thread, axis=1) + USER).astype(np.uint8)
+    state[thread.sum(axis=1) < 0.02] = NONE
     lost = lost_cells(lost_gaps, t0, t1, ncells)
     frame.lost = lost
     if lost.any():
@@ -332,42 +397,28 @@ def compute(
     for i, t in enumerate(tids.tolist()):
         frame.states[t] = state[i]
 
-    # --- async request bars ---
-    req_lanes = [la.tid for la in lanes if la.has_requests]
-    if req_lanes:
-        rq_m = known & np.isin(kind, [int(k) for k in REQUEST_KINDS])
-        if rq_m.any():
-            kd = ev["kdone_ns"].astype(np.float64)
-            worker = (ev["flags"] & int(Flag.WORKER)) != 0
-            kern_end = np.where(kd > 0, kd, end)
-            k_ok = rq_m & (kern_end > ts)
-            r_ok = rq_m & (kd > 0) & (end > kd)
-            idx = np.concatenate([pos[k_ok] * 3 + np.where(worker[k_ok], 1, 0), pos[r_ok] * 3 + 2])
-            s = np.concatenate([ts[k_ok], kd[r_ok]])
-            e = np.concatenate([kern_end[k_ok], end[r_ok]])
-            rcov = cover(idx, s, e, np.ones(len(s)), L * 3, t0, cell_ns, ncells).reshape(
-                L, 3, ncells
-            )
-            for t in req_lanes:
-                i = int(np.searchsorted(tids, t))
-                kern, wk, reap = rcov[i, 0], rcov[i, 1], rcov[i, 2]
-                total = kern + wk + reap
-                max_depth = float(total.max()) if ncells else 0.0
-                if max_depth <= 0:
-                    frame.requests[t] = RequestBars([], 1, 0.0)
-                    continue
-                nsub = min(max_sub, max(1, int(np.ceil(max_depth))))
-                scale = max(1, int(np.ceil(max_depth / max_sub)))
-                lines = []
-                for j in range(nsub):
-                    line = np.full(ncells, NONE, dtype=np.uint8)
-                    in_kernel = (kern + wk) / scale > j
-                    line[total / scale > j] = REQ_REAP
-                    line[in_kernel] = np.where(wk > kern, REQ_WORKER, REQ_KERNEL)[in_kernel]
-                    if lost.any():
-                        line[lost] = LOST
-                    lines.append(line)
-                frame.requests[t] = RequestBars(lines, scale, max_depth)
+    for la in lanes:
+        if not la.has_requests:
+            continue
+        i = int(np.searchsorted(tids, la.tid))
+        kern, wk, reap = acc[i, REQ_KERNEL], acc[i, REQ_WORKER], acc[i, REQ_REAP]
+        total = kern + wk + reap
+        max_depth = float(total.max())
+        if max_depth <= 0:
+            frame.requests[la.tid] = RequestBars([], 1, 0.0)
+            continue
+        nsub = min(max_sub, max(1, int(np.ceil(max_depth))))
+        scale = max(1, int(np.ceil(max_depth / max_sub)))
+        lines = []
+        for j in range(nsub):
+            line = np.full(ncells, NONE, dtype=np.uint8)
+            in_kernel = (kern + wk) / scale > j
+            line[total / scale > j] = REQ_REAP
+            line[in_kernel] = np.where(wk > kern, REQ_WORKER, REQ_KERNEL)[in_kernel]
+            if lost.any():
+                line[lost] = LOST
+            lines.append(line)
+        frame.requests[la.tid] = RequestBars(lines, scale, max_depth)
     return frame
 
 
@@ -382,12 +433,18 @@ def calls_before(
 ) -> list[dict[str, int]]:
     """Up to `n` calls or requests of thread `tid` that started at or before `at_ns`
     (and reach back at most `lookback_ns`), newest first, as plain dicts."""
-    ev = store.query(at_ns - lookback_ns, at_ns)
-    m = (ev["tid"] == tid) & (ev["ts_ns"] <= at_ns) & (ev["kind"] != Kind.OFF_CPU)
-    if event_filter is not None and event_filter.active:
-        m &= event_filter.mask(ev)
-    idx = np.flatnonzero(m)
-    if len(idx) == 0:
-        return []
-    order = idx[np.argsort(ev["ts_ns"][idx], kind="stable")[::-1][:n]]
-    return [{k: int(v[i]) for k, v in ev.items()} for i in order.tolist()]
+    found: list[dict[str, int]] = []
+    lo = at_ns - lookback_ns
+    for _chunk, _n, cols in reversed(store.chunks_overlapping(lo, at_ns)):
+        if len(found) >= n and _chunk.max_t < min(f["ts_ns"] for f in found):
+            break
+        ts = cols["ts_ns"]
+        m = (cols["tid"] == tid) & (ts <= at_ns) & (ts >= lo) & (cols["kind"] != Kind.OFF_CPU)
+        if event_filter is not None and event_filter.active:
+            m &= event_filter.mask(cols)
+        idx = np.flatnonzero(m)
+        if len(idx):
+            top = idx[np.argsort(ts[idx], kind="stable")[::-1][:n]]
+            found += [{k: int(v[i]) for k, v in cols.items()} for i in top.tolist()]
+    found.sort(key=lambda f: f["ts_ns"], reverse=True)
+    return found[:n]

@@ -52,7 +52,8 @@ STORE_COLUMNS: Final[tuple[tuple[str, Any], ...]] = (
 )
 BYTES_PER_EVENT: Final = sum(np.dtype(t).itemsize for _, t in STORE_COLUMNS)
 
-CHUNK_EVENTS: Final = 1 << 17
+CHUNK_EVENTS: Final = 1 << 15
+"""Small enough that the open chunk, repainted every frame, stays cheap."""
 DEFAULT_MAX_EVENTS: Final = 20_000_000
 """About 1.5 GB; beyond it the oldest chunk leaves the view (counted, never silent)."""
 
@@ -105,7 +106,7 @@ def hist_quantile(hist: np.ndarray, q: float) -> float:
 
 
 class _Chunk:
-    __slots__ = ("cols", "max_t", "min_ts", "n")
+    __slots__ = ("__weakref__", "cols", "max_t", "min_ts", "n")
 
     def __init__(self, cap: int) -> None:
         self.cols = {name: np.empty(cap, dtype=t) for name, t in STORE_COLUMNS}
@@ -202,6 +203,16 @@ class Store:
         if len(parts) == 1:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name, _ in STORE_COLUMNS}
+
+    def chunks_overlapping(self, t0: int, t1: int) -> list[tuple[Any, int, dict[str, np.ndarray]]]:
+        """(chunk, rows, columns) of each chunk that may hold events overlapping [t0, t1],
+        oldest first. A chunk object is a stable identity while its row count stays."""
+        out = []
+        for c in list(self._chunks):
+            n = c.n
+            if n and c.min_ts <= t1 and c.max_t >= t0:
+                out.append((c, n, {name: c.cols[name][:n] for name, _ in STORE_COLUMNS}))
+        return out
 
     def time_range(self) -> tuple[int, int]:
         chunks = [c for c in list(self._chunks) if c.n]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 from iotrace.tui import lanes as L
@@ -29,6 +30,13 @@ MIN_HEIGHT = 24
 DEFAULT_SPAN_NS = 10_000_000_000
 MIN_SPAN_NS = 10_000
 MAX_SPAN_NS = 24 * 3600 * 1_000_000_000
+
+
+def quantize_span(span_ns: int) -> int:
+    """The next span up on a 10^(k/10) ladder: while a replay loads, the fitted
+    view keeps its cell size (and cached cells) until the range grows ~26%."""
+    k = math.ceil(10 * math.log10(max(span_ns, 1)) - 1e-9)
+    return max(round(10 ** (k / 10)), span_ns)
 
 
 class DashboardScreen(Screen[None]):
@@ -140,7 +148,7 @@ class DashboardScreen(Screen[None]):
     def view_range(self) -> tuple[int, int]:
         lo, hi = self.data_range()
         if self.fit:
-            return lo, max(hi, lo + MIN_SPAN_NS)
+            return lo, lo + quantize_span(max(hi - lo, MIN_SPAN_NS))
         if self.follow and not self.paused:
             return hi - self.span_ns, hi
         return self.end_ns - self.span_ns, self.end_ns
