@@ -11,10 +11,11 @@ models as the program sees them:
   EAGAIN is one request. It starts at the first attempt since the previous
   request on the same thread and fd finished: a retry loop's EAGAIN calls and
   a multiplexer wait before the read are part of the request's latency;
-- a Linux AIO or POSIX AIO request runs from submit to reap; an io_uring
-  request from kernel submit to kernel completion (its completion is reaped
-  from shared memory, so no reap time exists). `kernel_ns` is always submit
-  to kernel completion where the kernel reported it.
+- a Linux AIO or POSIX AIO request runs from submit to reap. An io_uring
+  completion is reaped from shared memory, so its reap is bounded instead: the
+  end of the process's first io_uring_enter that returned after the kernel
+  completed it (`reap_inferred`); without one, kernel completion is the end.
+  `kernel_ns` is always submit to kernel completion where the kernel reported it.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
             "ret": ret,
             "bytes": np.maximum(ret, 0),
             "worker": False,
+            "reap_inferred": False,
             "observed": True,
             "key": np.zeros(len(data), dtype="uint64"),
             "user_data": np.zeros(len(data), "uint64"),
@@ -271,6 +273,7 @@ _REQ_COLUMNS = [
     "ret",
     "bytes",
     "worker",
+    "reap_inferred",
     "observed",
     "key",
     "user_data",
@@ -284,6 +287,7 @@ def _empty_requests() -> pd.DataFrame:
             "op": object,
             "sync": bool,
             "worker": bool,
+            "reap_inferred": bool,
             "observed": bool,
             "latency_ns": "float64",
             "kernel_ns": "float64",
@@ -294,7 +298,30 @@ def _empty_requests() -> pd.DataFrame:
     )
 
 
-def _async_requests(ev: np.ndarray) -> pd.DataFrame:
+def _uring_reap_bound(pids: np.ndarray, kdone: np.ndarray, sc: pd.DataFrame) -> np.ndarray:
+    """When an io_uring completion was reaped at the latest: the end of the first
+    io_uring_enter of the same process that returned after the kernel completed it.
+
+    The program reads completions from shared memory, so the exact reap is not
+    visible; a program that waits in io_uring_enter (liburing's submit_and_wait,
+    fio, the built-in workloads) reaps right after that call returns. NaN when the
+    process never entered after the completion (SQPOLL, or tracing ended)."""
+    out = np.full(len(kdone), np.nan)
+    enters = sc[sc["name"] == "io_uring_enter"]
+    if enters.empty:
+        return out
+    for pid, g in enters.groupby("pid"):
+        sel = np.flatnonzero((pids == pid) & ~np.isnan(kdone))
+        if not len(sel):
+            continue
+        ends = np.sort(g["end_ns"].to_numpy())
+        i = np.searchsorted(ends, kdone[sel], side="left")
+        ok = i < len(ends)
+        out[sel[ok]] = ends[i[ok]]
+    return out
+
+
+def _async_requests(ev: np.ndarray, sc: pd.DataFrame) -> pd.DataFrame:
     kinds = ev["kind"]
     sel = np.isin(kinds, list(ASYNC_APIS))
     r = ev[sel]
@@ -310,9 +337,13 @@ def _async_requests(ev: np.ndarray) -> pd.DataFrame:
     is_uring = kind == int(Kind.URING_REQUEST)
     reap = np.where((end > 0) & ~not_obs & ~is_uring, end, np.nan)
     kdone = np.where(kdone > 0, kdone, np.nan)
-    # io_uring completions are reaped from shared memory: kernel completion is the end.
-    done = np.where(is_uring, kdone, reap)
-    observed = ~np.isnan(done)
+    uring_reap = _uring_reap_bound(r["pid"].astype("int64"), kdone, sc)
+    inferred = is_uring & ~np.isnan(uring_reap)
+    reap = np.where(inferred, uring_reap, reap)
+    # io_uring completions are reaped from shared memory: without a bound from the
+    # program's io_uring_enter calls, kernel completion is the end.
+    done = np.where(is_uring, np.where(inferred, reap, kdone), reap)
+    observed = ~np.isnan(done) & ~(is_uring & np.isnan(kdone))
     ret = _col(r, "ret")
     return pd.DataFrame(
         {
@@ -334,6 +365,7 @@ def _async_requests(ev: np.ndarray) -> pd.DataFrame:
             "ret": ret,
             "bytes": np.where(observed, np.maximum(ret, 0), 0),
             "worker": (flags & int(Flag.WORKER)) != 0,
+            "reap_inferred": inferred,
             "observed": observed,
             "key": r["key"].astype("uint64"),
             "user_data": r["user_data"].astype("uint64"),
@@ -347,7 +379,7 @@ def frames(trace: Trace) -> Frames:
     kinds = ev["kind"]
     sc = _syscall_frame(ev[kinds == int(Kind.SYSCALL)])
     reqs = pd.concat(
-        [df for df in (_sync_requests(sc), _async_requests(ev)) if not df.empty]
+        [df for df in (_sync_requests(sc), _async_requests(ev, sc)) if not df.empty]
         or [_empty_requests()],
         ignore_index=True,
     )
@@ -672,6 +704,7 @@ def summarize(
         "cpu_us_per_request": round(on_cpu / 1000 / n_req, 3) if n_req else None,
         "eagain_per_request": round(sum(eagain.values()) / n_req, 3) if n_req else None,
         "to_kernel_workers": int(reqs["worker"].sum()),
+        "reap_inferred": int(reqs["reap_inferred"].sum()),
     }
     return Summary(
         scope=scope,

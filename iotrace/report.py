@@ -226,7 +226,8 @@ def render_text(a: Analysis, width: int = 80) -> str:
     lines += textwrap.wrap(
         "REQS: requests. A sync request is a data call that did not return EAGAIN, timed "
         "from its first attempt or the multiplexer wait before it; an async request runs "
-        "from submit to reap (io_uring: to kernel completion). BLOCK%: share of thread time "
+        "from submit to reap (io_uring: to the end of the io_uring_enter that returned after "
+        "the kernel completed it). BLOCK%: share of thread time "
         "asleep in I/O calls and multiplexers.",
         width=min(width, 80) - 1,
     )

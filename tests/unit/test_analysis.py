@@ -87,6 +87,10 @@ def test_io_uring_to_kernel_completion_with_workers_and_unobserved(tmp_path: Pat
     assert r["count"] == 40
     assert r["not_observed"] == 3 and r["completed"] == 37
     assert r["to_kernel_workers"] == 20
+    # Reaped by the end of the io_uring_enter (300 us) in which the kernel completed them.
+    assert r["reap_inferred"] == 37
+    assert r["latency_us"]["max"] == 299.0
+    assert r["kernel_latency_us"]["max"] == 105.3
     assert s.batch["sqes_per_io_uring_enter"] == {"calls": 5, "mean": 8.0, "max": 8}
     assert s.in_flight["max"] == 8
 
