@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = Recording(Path(d) / "cal.trace")
         g = Gated([str(exe), "-n", str(probe_n)])
         rec.add(g.pid)
-        ns = float(g.go())
+        ns = float(g.go().split()[1])
         rec.stop()
     n = int(args.seconds * 1e9 / ns)
     opts: dict[str, Any] = {}
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         g = Gated([str(exe), "-n", str(n)])
         rec.add(g.pid)
         t0 = time.monotonic()
-        ns = float(g.go())
+        ns = float(g.go().split()[1])
         storm_s = time.monotonic() - t0
         stats = rec.stop()
         stop.set()
