@@ -15,6 +15,7 @@ APT_PACKAGES=(
     make gcc libc6-dev    # `make check`; workloads compile small C helpers
     fio                   # workload fidelity comparisons
     tmux strace           # TUI tests in a real terminal; cross-checking syscall counts
+    liburing-dev          # e2e: the C test program that submits io_uring requests
     chromium fonts-liberation  # e2e: the HTML report rendered in headless chromium
 )
 # Nice to have; set-up goes on without them.
