@@ -615,7 +615,14 @@ class Aggregator:
             acc.sync_lat_ns += float(lat.sum())
 
     def _activity(self, acc: _RowAcc) -> classify_mod.Activity:
-        if self.live and not self.finished and acc.window:
+        recent = (
+            self.live
+            and not self.finished
+            and any(w.counts.any() or w.requests for w in acc.window)
+        )
+        # A row quiet for the whole window (its workload ended) keeps the label
+        # its whole run earned rather than turning "idle".
+        if recent:
             counts = sum((w.counts for w in acc.window), np.zeros(MAX_PROBES, np.int64))
             sys_ns = sum((w.sys_ns for w in acc.window), np.zeros(MAX_PROBES))
             off_ns = sum((w.off_ns for w in acc.window), np.zeros(MAX_PROBES))
