@@ -16,6 +16,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from iotrace.tui import lanes, synthetic
@@ -35,7 +36,7 @@ def _duration_for(n_events: int) -> float:
     return max(n_events / EVENTS_PER_SECOND, 1.0)
 
 
-async def _wait(cond, timeout: float = 120.0) -> float:
+async def _wait(cond: Callable[[], bool], timeout: float = 120.0) -> float:
     t0 = time.perf_counter()
     while not cond():
         if time.perf_counter() - t0 > timeout:

@@ -640,7 +640,7 @@ class Aggregator:
         names = {int(o): SYSCALL_BY_OP[int(o)].name for o in ops if int(o) in SYSCALL_BY_OP}
         helper = acc.counts - acc.counts_main
         fam = FAMILY_OF_OP
-        extra = {
+        extra: dict[str, Any] = {
             "threads": len(acc.tids),
             "main_data_calls": int(acc.counts_main[fam == FAM_DATA].sum()),
             "helper_threads": len(acc.helper_tids),

@@ -1,0 +1,122 @@
+"""The dashboard in a real terminal: `iotrace run` with real probes inside tmux
+at 160x48; keys are sent and the screen is read back with capture-pane."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+IOTRACE = str(Path(sys.executable).with_name("iotrace"))
+MODELS = ("sync-blocking", "sync-nonblocking", "async-blocking", "async-nonblocking")
+
+
+class Tmux:
+    def __init__(self, name: str, command: str) -> None:
+        self.name = name
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        # COLUMNS/LINES inherited from a test runner would override the pane's size.
+        command = f"unset COLUMNS LINES; {command}"
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "48", command],
+            check=True,
+        )
+        # A detached session can start at the server's default size: insist.
+        subprocess.run(["tmux", "resize-window", "-t", name, "-x", "160", "-y", "48"], check=True)
+
+    def screen(self) -> str:
+        out = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
+        )
+        return out.stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.25)
+        raise AssertionError(f"{pattern!r} never appeared; last screen:\n{text}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def lane_cells(screen: str) -> list[str]:
+    """The cells of every thread lane (lines starting with ' comm tid')."""
+    return [ln[25:] for ln in screen.splitlines() if re.match(r"^ \S+ \d+ ", ln)]
+
+
+@pytest.fixture
+def tmux_ok() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to load the BPF programs")
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (setup.sh installs it)")
+
+
+def test_run_dashboard_in_tmux_then_view(tmux_ok, tmp_path):
+    trace = tmp_path / "dash.trace"
+    done = tmp_path / "exit-code"
+    env = f"BCC_KERNEL_SOURCE={os.environ.get('BCC_KERNEL_SOURCE', '/tmp/kh/tree')}"
+    cmd = f"cd {tmp_path} && {env} {IOTRACE} run -d 20 -o {trace}; echo $? > {done}; sleep 600"
+    tm = Tmux("iotrace-e2e-dash", cmd)
+    try:
+        # A scoreboard row and lanes for each of the four models appear.
+        for model in MODELS:
+            tm.wait_for(rf"(?m)^ \S+\s+{re.escape(model)}\s", 60)
+        screen = tm.wait_for(r"in flight", 30)
+        for group in ("▾ sync-blocking", "▾ sync-nonblocking", "▾ epoll", "▾ io_uring"):
+            assert group in screen
+        assert "● LIVE" in screen
+        # ... and move: the lanes change between two looks a second apart.
+        first = lane_cells(tm.screen())
+        time.sleep(1.5)
+        second = lane_cells(tm.screen())
+        assert first and second and first != second
+        # Pause freezes the lanes while recording goes on.
+        tm.keys("space")
+        paused = tm.wait_for(r"PAUSED \(recording goes on\)", 10)
+        frozen = lane_cells(paused)
+        time.sleep(1.5)
+        assert lane_cells(tm.screen()) == frozen
+        tm.keys("space")
+        tm.wait_for("● LIVE", 10)
+        # Zoom in: the span shown on the axis halves.
+        assert "span 10 s" in tm.screen()
+        tm.keys("+")
+        tm.wait_for("span 5 s", 10)
+        # Quit: the trace is saved and the command exits 0.
+        tm.keys("q")
+        deadline = time.monotonic() + 120
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert done.exists(), tm.screen()
+        assert done.read_text().strip() == "0"
+        assert trace.exists() and trace.stat().st_size > 0
+    finally:
+        tm.close()
+
+    # The saved trace replays in `iotrace view`, without root privileges needed.
+    tv = Tmux("iotrace-e2e-view", f"{IOTRACE} view {trace}; sleep 600")
+    try:
+        screen = tv.wait_for("REPLAY", 60)
+        for model in MODELS:
+            screen = tv.wait_for(rf"(?m)^ \S+\s+{re.escape(model)}\s", 60)
+        assert lane_cells(screen)
+        tv.keys("q")
+    finally:
+        tv.close()
