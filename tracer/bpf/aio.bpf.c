@@ -131,7 +131,7 @@ static __always_inline int iot_aio_reap_one(struct iot_aio_loop *c, __u32 i) {
     return 0;
 }
 
-static __always_inline void iot_aio_loop(struct iot_thread *t, long ret, __u64 ts, int reap) {
+static __always_inline void iot_aio_loop(struct iot_call *t, long ret, __u64 ts, int reap) {
     __u64 id = bpf_get_current_pid_tgid();
     struct iot_aio_loop c = {.uptr = t->uptr, .ts = ts, .tgid = id >> 32, .tid = (__u32)id};
     if (ret > IOT_MAX_AIO_BATCH)
@@ -145,7 +145,7 @@ static __always_inline void iot_aio_loop(struct iot_thread *t, long ret, __u64 t
 }
 
 static __always_inline int iot_exit_io_submit(__u32 op, long ret) {
-    struct iot_thread *t = iot_exit_state(op);
+    struct iot_call *t = iot_exit_state(op);
     if (!t)
         return 0;
     __u64 now = bpf_ktime_get_ns();
@@ -157,7 +157,7 @@ static __always_inline int iot_exit_io_submit(__u32 op, long ret) {
 }
 
 static __always_inline int iot_exit_io_getevents(__u32 op, long ret) {
-    struct iot_thread *t = iot_exit_state(op);
+    struct iot_call *t = iot_exit_state(op);
     if (!t)
         return 0;
     __u64 now = bpf_ktime_get_ns();

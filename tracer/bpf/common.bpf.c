@@ -8,25 +8,34 @@
  * program.py prepends iotrace.h and the IOT_* configuration defines.
  */
 
-/* Per-thread state, keyed by tid. A plain hash (not LRU): an entry is freed
- * at thread exit, and a failed insert is counted, never silent. */
-struct iot_thread {
+/* Per-call state lives in task-local storage: the enter/exit hot path then
+ * costs no hash lookup. Only traced threads ever get an entry. */
+struct iot_call {
     __u64 enter_ns;     /* 0 when not inside a traced syscall */
     __u64 fd;
     __u64 size;
     __u64 offset;
     __u64 uptr;         /* user pointer kept from enter (iocb array, io_event array) */
+    __u32 op;
+    __u32 went_off;     /* switched out during this call: see iot_thread */
+};
+
+/* Scheduler state of a traced thread, keyed by tid, because sched_switch and
+ * sched_wakeup name the woken / incoming thread only by its tid. A plain hash
+ * (not LRU): an entry is freed at thread exit, and a failed insert is counted. */
+struct iot_thread {
     __u64 off_cpu_ns;   /* accumulated inside the current call */
     __u64 runq_ns;
     __u64 out_ns;       /* switched out at; 0 while on CPU */
     __u64 wake_ns;      /* woken at, after out_ns; 0 if not woken yet */
-    __u32 op;
+    __u32 op;           /* the traced call it was switched out in; 0 = none */
     __u32 preempted;    /* switched out while runnable */
 };
 
 BPF_RINGBUF_OUTPUT(events, IOT_RINGBUF_PAGES);
 BPF_HASH(pids, __u32, __u8, IOT_MAX_PIDS);            /* traced tgids */
 BPF_HASH(threads, __u32, struct iot_thread, IOT_MAX_THREADS);
+BPF_TASK_STORAGE(calls, struct iot_call);
 
 /* Counters, per CPU so the hot path never contends; user space sums them. */
 BPF_PERCPU_ARRAY(lost, __u64, IOT_MAX_PROBES);        /* ring buffer full, per probe */
@@ -75,8 +84,15 @@ static __always_inline void iot_submit(struct iotrace_event *e) {
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-/* The state of a traced thread, created on first sight. NULL for threads of
- * processes that are not traced. */
+/* The current thread's call state; created (when `create`) only for traced
+ * threads. The task pointer is only handed to the helper, never read. */
+static __always_inline struct iot_call *iot_call_get(int create) {
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    return calls.task_storage_get(task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+
+/* The scheduler state of a traced thread, created on first sight. NULL for
+ * threads of processes that are not traced. */
 static __always_inline struct iot_thread *iot_thread_get(__u64 pid_tgid) {
     __u32 tid = (__u32)pid_tgid;
     struct iot_thread *t = threads.lookup(&tid);
@@ -98,13 +114,19 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     __u64 now = bpf_ktime_get_ns();
     __u32 prev = args->prev_pid;
     __u32 next = args->next_pid;
-    /* current is still prev here, so its tgid tells whether to follow it */
+    /* current is still prev here, so its tgid and its call state are at hand */
     struct iot_thread *p = prev ? iot_thread_get(bpf_get_current_pid_tgid()) : NULL;
     if (p) {
+        struct iot_call *c = iot_call_get(0);
         p->out_ns = now;
         p->wake_ns = 0;
         /* low byte 0 = TASK_RUNNING: preempted, not asleep */
         p->preempted = (args->prev_state & 0xff) == 0;
+        p->op = 0;
+        if (c && c->enter_ns) {
+            p->op = c->op;
+            c->went_off = 1;
+        }
     }
     struct iot_thread *n = next ? threads.lookup(&next) : NULL;
     if (!n || !n->out_ns)
@@ -113,7 +135,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     __u64 off = now - out;
     __u64 runq = n->preempted ? off : (n->wake_ns ? now - n->wake_ns : 0);
     n->out_ns = 0;
-    if (n->enter_ns) {
+    if (n->op) {
         n->off_cpu_ns += off;
         n->runq_ns += runq;
     }
@@ -130,7 +152,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     e->tid = next;
     /* the tgid of next is not in the tracepoint; user space fills it from tid */
     e->kind = IOT_KIND_OFF_CPU;
-    e->op = n->enter_ns ? n->op : 0;
+    e->op = n->op;
     iot_submit(e);
 #endif
     return 0;
@@ -204,15 +226,16 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
-    struct iot_thread *t = threads.lookup(&tid);
-    if (!t && !iot_traced(tgid))
+    struct iot_call *c = iot_call_get(0);
+    if (!c && !iot_traced(tgid))
         return 0;
-    if (t && t->enter_ns) {
+    if (c && c->enter_ns) {
         /* killed inside a call: its exit will never come */
-        __u32 op = t->op;
+        __u32 op = c->op;
         __u64 *v = unmatched_enter.lookup(&op);
         if (v) *v += 1;
     }
+    /* task storage goes with the task; the tid-keyed state must be freed */
     threads.delete(&tid);
     iot_task_event(tgid, tid, IOT_TASK_EXIT, -1);
     /* The last thread of the group is going: forget the pid, so that a

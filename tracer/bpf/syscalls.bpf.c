@@ -35,54 +35,71 @@ static __always_inline __u64 iot_msghdr_bytes(const void *msg) {
 }
 
 static __always_inline int iot_enter(__u32 op, __s64 fd, __u64 size, __u64 offset, __u64 uptr) {
-    struct iot_thread *t = iot_thread_get(bpf_get_current_pid_tgid());
-    if (!t)
-        return 0;
-    if (t->enter_ns) {
+    struct iot_call *c = iot_call_get(0);
+    if (!c) {
+        if (!iot_traced(bpf_get_current_pid_tgid() >> 32))
+            return 0;
+        c = iot_call_get(1);
+        if (!c) {
+            iot_counter(IOT_C_THREADS_FULL);
+            return 0;
+        }
+    }
+    if (c->enter_ns) {
         /* the previous call never exited (or its exit was not probed) */
-        __u32 prev = t->op;
+        __u32 prev = c->op;
         __u64 *v = unmatched_enter.lookup(&prev);
         if (v) *v += 1;
     }
-    t->enter_ns = bpf_ktime_get_ns();
-    t->op = op;
-    t->fd = fd;
-    t->size = size;
-    t->offset = offset;
-    t->uptr = uptr;
-    t->off_cpu_ns = 0;
-    t->runq_ns = 0;
+    c->enter_ns = bpf_ktime_get_ns();
+    c->op = op;
+    c->fd = fd;
+    c->size = size;
+    c->offset = offset;
+    c->uptr = uptr;
+    c->went_off = 0;
     return 0;
 }
 
-/* The thread's state if it is inside `op`; counts an exit without enter. */
-static __always_inline struct iot_thread *iot_exit_state(__u32 op) {
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct iot_thread *t = threads.lookup(&tid);
-    if (!t)
-        return NULL;
-    if (!t->enter_ns || t->op != op) {
-        __u64 *v = unmatched_exit.lookup(&op);
-        if (v) *v += 1;
+/* The thread's call state if it is inside `op`; counts an exit without enter. */
+static __always_inline struct iot_call *iot_exit_state(__u32 op) {
+    struct iot_call *c = iot_call_get(0);
+    if (!c || !c->enter_ns || c->op != op) {
+        if (c || iot_traced(bpf_get_current_pid_tgid() >> 32)) {
+            __u64 *v = unmatched_exit.lookup(&op);
+            if (v) *v += 1;
+        }
         return NULL;
     }
-    return t;
+    return c;
 }
 
-static __always_inline void iot_emit_call(struct iot_thread *t, __u32 op, long ret, __u64 now) {
+static __always_inline void iot_emit_call(struct iot_call *c, __u32 op, long ret, __u64 now) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u64 off = 0, runq = 0;
+    if (c->went_off) {
+        /* only calls that slept pay for the tid-keyed lookup */
+        __u32 tid = (__u32)id;
+        struct iot_thread *t = threads.lookup(&tid);
+        if (t) {
+            off = t->off_cpu_ns;
+            runq = t->runq_ns;
+            t->off_cpu_ns = 0;
+            t->runq_ns = 0;
+        }
+    }
     struct iotrace_event *e = iot_reserve(op);
     if (!e)
         return;
-    __u64 id = bpf_get_current_pid_tgid();
-    e->ts_ns = t->enter_ns;
+    e->ts_ns = c->enter_ns;
     e->end_ns = now;
     e->kdone_ns = 0;
-    e->off_cpu_ns = t->off_cpu_ns;
-    e->runq_ns = t->runq_ns;
+    e->off_cpu_ns = off;
+    e->runq_ns = runq;
     e->ret = ret;
-    e->fd = (__s64)t->fd;
-    e->size = t->size;
-    e->offset = t->offset;
+    e->fd = (__s64)c->fd;
+    e->size = c->size;
+    e->offset = c->offset;
     e->key = 0;
     e->user_data = 0;
     e->pid = id >> 32;
@@ -94,10 +111,10 @@ static __always_inline void iot_emit_call(struct iot_thread *t, __u32 op, long r
 }
 
 static __always_inline int iot_exit(__u32 op, long ret) {
-    struct iot_thread *t = iot_exit_state(op);
-    if (!t)
+    struct iot_call *c = iot_exit_state(op);
+    if (!c)
         return 0;
-    iot_emit_call(t, op, ret, bpf_ktime_get_ns());
-    t->enter_ns = 0;
+    iot_emit_call(c, op, ret, bpf_ktime_get_ns());
+    c->enter_ns = 0;
     return 0;
 }
