@@ -1,5 +1,5 @@
 """io_uring workloads: `io_uring` (O_DIRECT file), `io_uring-buffered` (page
-cache, started cold) and `io_uring-socket` (recv on paced sockets).
+cache, started cold, every 2nd request forced to an io-wq worker by default) and `io_uring-socket` (recv on paced sockets).
 
 Every batch of completed slots is refilled as SQEs and submitted by the same
 `io_uring_enter` that waits for the next completions, so one syscall per batch
@@ -21,6 +21,10 @@ from iotrace.workloads.measure import Role
 from iotrace.workloads.uring import IORING_OP_READ, IORING_OP_RECV, IOSQE_ASYNC, Ring
 
 from iotrace.errors import WorkloadError
+
+
+BUFFERED_FORCE_ASYNC = 2
+"""io_uring-buffered's default --force_async."""
 
 
 class UringFile:
@@ -79,7 +83,10 @@ class UringFileWorkload:
         self.loop = AsyncFileLoop(ctx, role, df.path, depth)
         self.total_ops = self.loop.total_ops
         ring = Ring(_pow2(depth))
-        force = opts.force_async if opts.force_async is not None else 0
+        # Cold buffered reads complete through task work, never io-wq, on current
+        # kernels; forcing every 2nd request to a worker shows both paths side by side.
+        default_force = BUFFERED_FORCE_ASYNC if buffered else 0
+        force = opts.force_async if opts.force_async is not None else default_force
         self.engine = UringFile(ring, fd, self.loop.buf.address, opts.bs, force)
 
     def run(self, ctx: Context) -> None:

@@ -186,6 +186,29 @@ def build_result(
     }
 
 
+_SIZES = ("bs", "filesize", "size")
+_TIMES = ("runtime", "delay", "jitter", "backoff")
+
+
+def _setting(name: str, value: Any) -> str:
+    """A setting in the units one would type it in (4k, 256m, 20ms)."""
+    if name in _SIZES and isinstance(value, int):
+        for suffix, scale in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+            if value % scale == 0:
+                return f"{value // scale}{suffix}"
+        return str(value)
+    if name in _TIMES and isinstance(value, float):
+        if value == 0:
+            return "0"
+        for suffix, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+            if value >= scale:
+                return f"{value / scale:g}{suffix}"
+        return f"{value * 1e9:.0f}ns"
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(value)
+
+
 def _bw(nbytes: int, elapsed: float) -> str:
     mib = nbytes / elapsed / (1 << 20)
     mb = nbytes / elapsed / 1e6
@@ -194,8 +217,7 @@ def _bw(nbytes: int, elapsed: float) -> str:
 
 def format_text(res: dict[str, Any]) -> str:
     """fio-like text: one block per role, then CPU and the data check."""
-    s = res["settings"]
-    head = " ".join(f"{k}={v}" for k, v in s.items())
+    head = " ".join(f"{k}={_setting(k, v)}" for k, v in res["settings"].items())
     lines = [f"{res['name']}: (model={res['model']}, api={res['api']}) {head}"]
     elapsed = max(res["runtime_s"], 1e-9)
     for role, r in res["roles"].items():

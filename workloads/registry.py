@@ -118,7 +118,7 @@ _SPECS: tuple[WorkloadSpec, ...] = (
         "io_uring-buffered",
         "async-nonblocking",
         "io_uring",
-        "io_uring reads through the page cache, cold; some requests go to io-wq kernel workers",
+        "io_uring reads through the page cache, cold; every 2nd forced to an io-wq kernel worker",
         ("io_uring_enter",),
         module="io_uring",
         options=_FILE | _COUNTED | _ASYNC | {"force_async"},

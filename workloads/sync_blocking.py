@@ -46,7 +46,7 @@ class StreamLoop:
         limit = self.count if self.count is not None else -1
         done = 0
         while done != limit and not self.threads.stop:
-            if limit < 0 and ctx.expired(time.monotonic()):
+            if ctx.expired(time.monotonic()):
                 break
             t0 = clock()
             data = os.read(fd, bs)
@@ -88,7 +88,7 @@ class FileLoop:
         limit = self.count if self.count is not None else -1
         done = 0
         while done != limit and not self.threads.stop:
-            if limit < 0 and ctx.expired(monotonic()):
+            if ctx.expired(monotonic()):
                 break
             n = VERIFY_BATCH if limit < 0 else min(VERIFY_BATCH, limit - done)
             offs = self.offsets.take(n)
