@@ -292,7 +292,7 @@ def _record(
                     if opts.available is not None
                     else [],
                     "kernel_source": ks.how,
-                    "posix_aio": "helper threads (pread64 on glibc aio threads)",
+                    "posix_aio": prog.posix_aio_mode,
                 },
                 "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
                 "targets": [{"label": t.label, "pids": t.pids} for t in targets],

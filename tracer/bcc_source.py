@@ -32,6 +32,15 @@ COUNTER_NAMES = (
     "aio_beyond_loop_bound",
     "uring_map_full",
     "uring_completed_without_submit",
+    "posix_aio_map_full",
+)
+
+# glibc symbol -> BPF function; aio_read64 & co. are aliases at the same address.
+POSIX_AIO_UPROBES = (
+    ("aio_read", "iot_paio_read", False),
+    ("aio_write", "iot_paio_write", False),
+    ("aio_return", "iot_paio_return_enter", False),
+    ("aio_return", "iot_paio_return_exit", True),
 )
 
 
@@ -107,6 +116,22 @@ class BpfProgram:
             )
         self.ringbuf_bytes = ringbuf_bytes
         self._pids = self._bpf["pids"]
+        self.posix_aio_mode = "helper threads only (pread64/pwrite64 on glibc aio threads)"
+        if "iot_paio_read" in text:
+            self._attach_posix_aio()
+
+    def _attach_posix_aio(self) -> None:
+        """Uprobes on libc's aio_read/aio_write/aio_return; without them POSIX
+        AIO is still seen as the helper threads' calls."""
+        try:
+            with _captured_stderr():
+                for sym, fn, ret in POSIX_AIO_UPROBES:
+                    attach = self._bpf.attach_uretprobe if ret else self._bpf.attach_uprobe
+                    attach(name="c", sym=sym, fn_name=fn)
+        except Exception as exc:
+            self.posix_aio_mode = f"helper threads only (uprobes failed: {str(exc)[:80]})"
+            return
+        self.posix_aio_mode = "uprobes on libc aio_read/aio_write/aio_return + helper threads"
 
     @property
     def ringbuf_fd(self) -> int:
@@ -158,6 +183,25 @@ class BpfProgram:
                 }
             )
         return out
+
+    def posix_aio_in_flight(self) -> list[dict[str, int]]:
+        try:
+            table = self._bpf["paio_inflight"]
+        except KeyError:
+            return []
+        return [
+            {
+                "aiocb": int(k.aiocb),
+                "pid": int(k.tgid),
+                "tid": int(v.tid),
+                "submit_ns": int(v.submit_ns),
+                "fd": int(v.fd),
+                "nbytes": int(v.nbytes),
+                "offset": int(v.offset),
+                "opcode": int(v.opcode),
+            }
+            for k, v in table.items()
+        ]
 
     def uring_in_flight(self) -> list[dict[str, int]]:
         try:

@@ -233,7 +233,8 @@ class LiveSource:
         """Requests still in flight at the end: reported, never given a time."""
         aio = self._prog.aio_in_flight()
         uring = self._prog.uring_in_flight()
-        out = np.zeros(len(aio) + len(uring), dtype=EVENT_DTYPE)
+        paio = self._prog.posix_aio_in_flight()
+        out = np.zeros(len(aio) + len(uring) + len(paio), dtype=EVENT_DTYPE)
         for i, r in enumerate(aio):
             out[i]["ts_ns"] = r["submit_ns"]
             out[i]["fd"] = r["fd"]
@@ -256,7 +257,18 @@ class LiveSource:
             out[j]["kind"] = Kind.URING_REQUEST
             out[j]["op"] = r["opcode"]
             out[j]["flags"] = r["flags"] | Flag.NOT_OBSERVED
-        self.not_observed = {"aio": len(aio), "uring": len(uring)}
+        for k, r in enumerate(paio, start=len(aio) + len(uring)):
+            out[k]["ts_ns"] = r["submit_ns"]
+            out[k]["fd"] = r["fd"]
+            out[k]["size"] = r["nbytes"]
+            out[k]["offset"] = r["offset"]
+            out[k]["key"] = r["aiocb"]
+            out[k]["pid"] = r["pid"]
+            out[k]["tid"] = r["tid"]
+            out[k]["kind"] = Kind.POSIX_AIO_REQUEST
+            out[k]["op"] = r["opcode"]
+            out[k]["flags"] = Flag.NOT_OBSERVED
+        self.not_observed = {"aio": len(aio), "uring": len(uring), "posix_aio": len(paio)}
         return out
 
     def close(self) -> None:

@@ -113,4 +113,28 @@ def test_nothing_lost_or_unmatched(recorded):
     t, _, _ = recorded
     assert t.complete
     assert not t.stats.get("lost") and not t.stats.get("unmatched_exit")
-    assert t.footer["not_observed"] == {"aio": 0, "uring": 0}
+    assert t.footer["not_observed"] == {"aio": 0, "uring": 0, "posix_aio": 0}
+
+
+def test_posix_aio_requests_timed_and_helper_threads_attributed(tmp_path):
+    exe = compile_prog("posix_aio", tmp_path)
+    data = tmp_path / "data"
+    data.write_bytes(b"z" * 4096 * 20)
+    out = tmp_path / "paio.trace"
+    proc = iotrace("trace", "--no-tui", "-o", str(out), "--", str(exe), str(data))
+    assert proc.returncode == 0, proc.stderr
+    fd = json.loads(proc.stdout.splitlines()[0])["file"]
+    t = session.load(out)
+    assert "uprobes" in t.meta["probes"]["posix_aio"]
+    reqs = t.events[t.events["kind"] == events.Kind.POSIX_AIO_REQUEST]
+    assert len(reqs) == 13
+    assert sorted(reqs["offset"].tolist()) == [i * 4096 for i in range(13)]
+    assert (reqs["ret"] == 4096).all() and (reqs["fd"] == fd).all()
+    assert (reqs["end_ns"] > reqs["ts_ns"]).all()
+    # glibc's helper threads do the preads, in the same process, on other threads
+    preads = of(t, "pread64", fd)
+    preads = preads[preads["size"] == 4096]  # not the loader's reads of libraries on fd 3
+    assert len(preads) == 13
+    main_tid = int(reqs["tid"][0])
+    assert set(preads["pid"].tolist()) == {int(reqs["pid"][0])}
+    assert main_tid not in set(preads["tid"].tolist())
