@@ -235,6 +235,8 @@ def lost_cells(
     return np.asarray(cov[0] > 0)
 
 
+SPIN_SHOWS: Final = 0.02
+"""Share of a cell spent on CPU in EAGAIN calls that makes it an EAGAIN cell."""
 _C: Final = 13
 """Coverage slots per lane: indexed by state code (NONE..LOST, then the request phases)."""
 
@@ -389,6 +391,10 @@ def compute(
         acc[:, USER, :] = np.maximum(alive - acc[:, SYS : SLEEP + 1, :].sum(axis=1), 0)
     thread = acc[:, USER : SLEEP + 1, :]
     state = (np.argmax(thread, axis=1) + USER).astype(np.uint8)
+    # A retry loop spends most of its time in its own code or preempted, yet
+    # it is the EAGAIN calls that say what it is: they win a cell they touch.
+    spin = (acc[:, SPIN, :] >= SPIN_SHOWS) & np.isin(state, (USER, SYS, RUNQ))
+    state[spin] = SPIN
     state[thread.sum(axis=1) < 0.02] = NONE
     lost = lost_cells(lost_gaps, t0, t1, ncells)
     frame.lost = lost
