@@ -193,7 +193,9 @@ WORKLOAD_ARGS = {
         "--delay",
         "10ms",
     ],
-    "sync-nonblocking": ["--runtime", "1s", "--delay", "5ms"],
+    # A short back-off instead of a spin: three spinning threads on two cores starve the
+    # producers and the workload's own clock alike.
+    "sync-nonblocking": ["--runtime", "1s", "--delay", "5ms", "--backoff", "100us"],
     "select": ["--runtime", "1s", "--delay", "5ms"],
     "poll": ["--runtime", "1s", "--delay", "5ms"],
     "epoll": ["--runtime", "1s", "--delay", "5ms"],
@@ -231,11 +233,37 @@ def test_builtin_workload_is_classified_and_latency_agrees(name: str, tmp_path: 
     assert main.label.model == spec.model, (main.label, main.thread_summaries)
     assert main.expected_model == spec.model
 
-    # The report's request latency agrees with the workload's own clock.
-    own = result["lat_us"]["p50"]
-    ours = main.requests["latency_us"]["p50"]
-    # A Python workload's clock adds its own call overhead (a few us) around each request.
-    assert abs(ours - own) <= 0.10 * own + 10, (ours, own)
+    # The report's request latency agrees with the workload's own clock, role by role
+    # (a role is one kind of fd: pipe, socket or file; the process also reads its Python
+    # modules and writes its data file, which are requests too but not the workload's).
+    reqs = a.frames.requests
+    reqs = reqs[(reqs["pid"] == main.pid) & reqs["observed"]]
+    is_async = main.label.api in ("libaio", "io_uring", "posix-aio")
+    if main.label.api == "posix-aio" and not (~reqs["sync"]).any():
+        pytest.skip(
+            "POSIX AIO seen only as helper threads (no aio_read uprobe data): "
+            "the helper's pread64 is not the request's submit-to-return latency"
+        )
+    for role, fig in result["roles"].items():
+        mine = reqs[reqs["fd"].isin(fig["fds"]) & (reqs["sync"] != is_async)]
+        assert len(mine) >= fig["ops"] * 0.95, (role, len(mine), fig["ops"])
+        ours = float(np.percentile(mine["latency_ns"].to_numpy(dtype="float64"), 50)) / 1000
+        own = fig["lat_us"]["p50"]
+        slack = _python_overhead_us(a, main.pid, set(mine["tid"])) if is_async else 30.0
+        assert abs(ours - own) <= 0.10 * own + slack, (role, ours, own, slack)
+
+
+def _python_overhead_us(a: analysis.Analysis, pid: int, tids: set[int]) -> float:
+    """What a Python workload's clock adds to an async request beyond the kernel's
+    view: its clock is read before it builds the submission and after it parses the
+    completions, in user space between the loop's syscalls. Per loop iteration (one
+    reap call each), that is the user time between consecutive traced calls."""
+    sc = a.frames.syscalls
+    calls = sc[(sc["pid"] == pid) & sc["tid"].isin(tids)].sort_values("ts_ns")
+    calls = calls[calls["name"].isin(["io_submit", "io_getevents", "io_uring_enter"])]
+    gaps = calls["ts_ns"].to_numpy()[1:] - calls["end_ns"].to_numpy()[:-1]
+    reaps = int(calls["name"].isin(["io_getevents", "io_uring_enter"]).sum())
+    return float(gaps[gaps > 0].sum()) / max(reaps, 1) / 1000
 
 
 def test_html_report_renders_in_headless_chromium(
