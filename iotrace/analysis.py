@@ -801,6 +801,13 @@ def analyze(trace: Trace) -> Analysis:
     fr = frames(trace)
     names = comms(trace, fr)
     wl_by_pid, wl_models = workload_map(trace)
+    # A workload's first pid is the one doing its I/O; the others are its producers,
+    # whose writes are not the model the workload declares.
+    wl_main = {
+        int(w["pids"][0])
+        for w in trace.meta.get("workloads") or []
+        if isinstance(w, Mapping) and w.get("pids") and isinstance(w["pids"][0], int)
+    }
     tids_by_pid: dict[int, set[int]] = {}
     for df in (fr.syscalls, fr.requests, fr.off_cpu):
         for pid, tid in df[["pid", "tid"]].drop_duplicates().itertuples(index=False):
@@ -817,7 +824,7 @@ def analyze(trace: Trace) -> Analysis:
             main_tid=pid,
             comm=names.get(pid, names.get(tids[0], "?")),
             workload=wl,
-            expected_model=wl_models.get(wl, ""),
+            expected_model=wl_models.get(wl, "") if pid in wl_main else "",
         )
         if len(tids) > 1:
             s.thread_summaries = [
