@@ -215,7 +215,13 @@ def build_merged_tree(pkg: HeaderPackage, dest: Path) -> Path:
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
             os.rename(dest, old)
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            # Another process (a parallel `iotrace run`) put its tree there first: use it.
+            if not merged_tree_valid(dest, pkg):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -190,3 +190,23 @@ def test_configure_sets_and_clears_the_environment(
 def test_main_usage_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert kheaders.main(["bogus"]) == 2
     assert "prepare|show" in capsys.readouterr().err
+
+
+def test_losing_a_build_race_uses_the_winners_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flav = _debian_headers(tmp_path / "usr/src")
+    [pkg] = find_packages(tmp_path / "usr/src", machine="x86_64")
+    dest = tmp_path / "cache" / flav.name
+    real_rename = os.rename
+
+    def rename_after_winner(src: object, dst: object) -> None:
+        if Path(str(dst)) == dest and not dest.exists():
+            monkeypatch.setattr(kheaders.os, "rename", real_rename)
+            kheaders.build_merged_tree(pkg, dest)  # the other process wins
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kheaders.os, "rename", rename_after_winner)
+    assert kheaders.build_merged_tree(pkg, dest) == dest
+    assert kheaders.merged_tree_valid(dest, pkg)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [flav.name]
