@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -91,6 +92,9 @@ class DashboardApp(App[None]):
                 batch = self.source.read(READ_TIMEOUT_S)
                 if batch is None:
                     break
+                if self.source.live and not batch.now_ns:
+                    # An idle live source still moves time on (CLOCK_MONOTONIC, as the probes).
+                    batch = dataclasses.replace(batch, now_ns=self.clock())
                 agg.ingest(batch)
                 now = time.monotonic()
                 if now - last >= SNAPSHOT_EVERY_S:

@@ -31,7 +31,8 @@ def fmt_count(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             v = n / scale
-            return f"{v:.0f}{unit}" if abs(v) >= 100 else f"{v:.3g}{unit}"
+            decimals = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2
+            return f"{v:.{decimals}f}{unit}"
     if n == int(n):
         return f"{n:.0f}"
     return f"{n:.2g}" if abs(n) < 10 else f"{n:.0f}"

@@ -851,8 +851,6 @@ class Aggregator:
                 # The whole run's average: a final figure, not a rate at one moment.
                 t0, n0 = self.origin_ns, 0
             rate = (self.events - n0) * 1e9 / (self.now_ns - t0) if self.now_ns > t0 else 0.0
-            if isinstance(self.stats.get("events_per_s"), int | float):
-                rate = float(self.stats["events_per_s"])
             rows = tuple(self._row_snapshot(a) for a in self.rows.values())
             for th in self.threads.values():
                 # A workload registered after its first events: move its threads.

@@ -391,7 +391,7 @@ class DashboardScreen(Screen[None]):
         calls = self.selected_calls(15)
         origin = self.snapshot.origin_ns if self.snapshot else 0
         for c in calls:
-            t.append(f"  {fmt_ns(c['ts_ns'] - origin):>9}  ", "dim")
+            t.append(f"  {(c['ts_ns'] - origin) / 1e9:10.6f} s  ", "dim")
             t.append(describe(c) + "\n")
         if not calls:
             t.append("  none in view\n", "dim")
