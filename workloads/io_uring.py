@@ -1,5 +1,6 @@
 """io_uring workloads: `io_uring` (O_DIRECT file), `io_uring-buffered` (page
-cache, started cold, every 2nd request forced to an io-wq worker by default) and `io_uring-socket` (recv on paced sockets).
+cache, started cold, every 2nd request forced to an io-wq worker by default)
+and `io_uring-socket` (recv on paced sockets).
 
 Every batch of completed slots is refilled as SQEs and submitted by the same
 `io_uring_enter` that waits for the next completions, so one syscall per batch
@@ -21,7 +22,6 @@ from iotrace.workloads.measure import Role
 from iotrace.workloads.uring import IORING_OP_READ, IORING_OP_RECV, IOSQE_ASYNC, Ring
 
 from iotrace.errors import WorkloadError
-
 
 BUFFERED_FORCE_ASYNC = 2
 """io_uring-buffered's default --force_async."""

@@ -200,9 +200,9 @@ def _setting(name: str, value: Any) -> str:
     if name in _TIMES and isinstance(value, float):
         if value == 0:
             return "0"
-        for suffix, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-            if value >= scale:
-                return f"{value / scale:g}{suffix}"
+        for unit, seconds in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+            if value >= seconds:
+                return f"{value / seconds:g}{unit}"
         return f"{value * 1e9:.0f}ns"
     if isinstance(value, bool):
         return str(int(value))

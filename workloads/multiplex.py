@@ -18,10 +18,11 @@ import select
 import time
 from collections.abc import Callable
 
-from iotrace.errors import WorkloadError
 from iotrace.workloads.asyncfile import request_limit
 from iotrace.workloads.datafile import StreamChecker
 from iotrace.workloads.engine import Context
+
+from iotrace.errors import WorkloadError
 
 
 class Multiplex:
@@ -43,6 +44,7 @@ class Multiplex:
 
     def _make_wait(self, name: str, fds: list[int]) -> Callable[[float | None], list[int]]:
         if name == "select":
+
             def wait_select(timeout: float | None) -> list[int]:
                 return select.select(fds, [], [], timeout)[0]
 

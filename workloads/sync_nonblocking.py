@@ -20,8 +20,6 @@ import os
 import time
 
 import numpy as np
-
-from iotrace.errors import WorkloadError
 from iotrace.workloads import libc
 from iotrace.workloads.datafile import BlockChecker, StreamChecker, drop_cache
 from iotrace.workloads.engine import Context
@@ -30,16 +28,24 @@ from iotrace.workloads.offsets import Offsets, OffsetStream
 from iotrace.workloads.producer import Channel
 from iotrace.workloads.sources import SourceThreads, source_counts
 
+from iotrace.errors import WorkloadError
+
 VERIFY_BATCH = 64
 
 
 class SpinLoop:
     """read() on an O_NONBLOCK fd, retried on EAGAIN until data comes."""
 
-    def __init__(self, ctx: Context, role: Role, ch: Channel, count: int | None,
-                 threads: SourceThreads) -> None:
+    def __init__(
+        self, ctx: Context, role: Role, ch: Channel, count: int | None, threads: SourceThreads
+    ) -> None:
         self.ctx, self.role, self.fd, self.count, self.threads = (
-            ctx, role, ch.read_fd, count, threads)
+            ctx,
+            role,
+            ch.read_fd,
+            count,
+            threads,
+        )
         os.set_blocking(ch.read_fd, False)
         self.checker = StreamChecker(ch.salt, f"the {role.name} (fd {ch.read_fd})")
         role.extra["eagain"] = 0
@@ -83,8 +89,15 @@ class SpinLoop:
 class NowaitFileLoop:
     """preadv2(RWF_NOWAIT), falling back to pread64 on EAGAIN or a short read."""
 
-    def __init__(self, ctx: Context, role: Role, fd: int, path: str, count: int | None,
-                 threads: SourceThreads) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        role: Role,
+        fd: int,
+        path: str,
+        count: int | None,
+        threads: SourceThreads,
+    ) -> None:
         opts = ctx.opts
         self.ctx, self.role, self.fd, self.count, self.threads = ctx, role, fd, count, threads
         self.buf = libc.AlignedBuffer(VERIFY_BATCH, opts.bs)
@@ -152,8 +165,9 @@ class SyncNonblocking:
         for ch in channels:
             role = ctx.role(ch.role)
             role.fds = [ch.read_fd]
-            self.threads.add(f"{ch.role}-spinner",
-                             SpinLoop(ctx, role, ch, counts[ch.role], self.threads))
+            self.threads.add(
+                f"{ch.role}-spinner", SpinLoop(ctx, role, ch, counts[ch.role], self.threads)
+            )
         if file_loop is not None:
             self.threads.add("file-reader", file_loop)
         ctx.roles.sort(key=lambda r: ("pipe", "socket", "file").index(r.name))

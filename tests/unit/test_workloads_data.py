@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from iotrace.workloads import datafile
 from iotrace.workloads.datafile import (
     BlockChecker,
@@ -137,7 +136,7 @@ def test_clean_removes_the_users_data_dir(tmp_path: Path) -> None:
     assert str(d) in removed and not d.exists()
 
 
-def test_explicit_directory_without_o_direct_is_unavailable(monkeypatch, tmp_path: Path) -> None:
+def test_explicit_directory_without_o_direct_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(datafile, "direct_io_works", lambda d: f"O_DIRECT refused on {d} (x)")
     with pytest.raises(datafile.Unavailable, match="O_DIRECT refused"):
         datafile.choose_data_dir(str(tmp_path), None)

@@ -10,19 +10,19 @@ import os
 import time
 
 import pytest
-
-from iotrace.errors import UsageError, WorkloadError
 from iotrace.workloads import launcher
 from iotrace.workloads.launcher import RunAs, child_env, invoking_user, run_as_for, start
 
+from iotrace.errors import UsageError, WorkloadError
 
-def test_not_root_means_no_privilege_drop(monkeypatch) -> None:
+
+def test_not_root_means_no_privilege_drop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("SUDO_UID", "1000")
     assert invoking_user() is None
 
 
-def test_root_under_sudo_runs_workloads_as_the_invoking_user(monkeypatch) -> None:
+def test_root_under_sudo_runs_workloads_as_the_invoking_user(monkeypatch: pytest.MonkeyPatch) -> None:
     me = os.getuid()
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv("SUDO_UID", str(me or 65534))
@@ -32,7 +32,7 @@ def test_root_under_sudo_runs_workloads_as_the_invoking_user(monkeypatch) -> Non
     assert ra.uid == (me or 65534) and ra.gid == 4242 and 4242 in ra.groups
 
 
-def test_root_without_sudo_or_sudo_from_root_stays_root(monkeypatch) -> None:
+def test_root_without_sudo_or_sudo_from_root_stays_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.delenv("SUDO_UID", raising=False)
     assert invoking_user() is None
@@ -46,7 +46,7 @@ def test_run_as_for_a_known_user_has_its_home_and_groups() -> None:
     assert ra.home and ra.gid in ra.groups
 
 
-def test_child_env_belongs_to_the_target_user(monkeypatch) -> None:
+def test_child_env_belongs_to_the_target_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUDO_USER", "alice")
     monkeypatch.setenv("XDG_CACHE_HOME", "/root/.cache")
     env = child_env(RunAs(uid=os.getuid(), gid=os.getgid(), groups=(), home="/home/alice"))
@@ -62,8 +62,12 @@ def test_bad_options_fail_before_any_process_starts() -> None:
 
 
 def test_gate_holds_the_tree_until_release_then_counts_are_exact() -> None:
-    w = start("sync-blocking", ["--pipe-reads", "5", "--socket-reads", "3", "--delay", "1ms"],
-              run_as=None, duration_s=None)
+    w = start(
+        "sync-blocking",
+        ["--pipe-reads", "5", "--socket-reads", "3", "--delay", "1ms"],
+        run_as=None,
+        duration_s=None,
+    )
     try:
         w.wait_ready(60)
         assert w.unavailable == ""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
-from iotrace.errors import UsageError
 from iotrace.workloads import engine, options
 from iotrace.workloads.options import parse, parse_duration, parse_size
+
+from iotrace.errors import UsageError
 
 
 @pytest.mark.parametrize(
@@ -53,8 +53,14 @@ def test_the_sync_blocking_contract_options() -> None:
 
 
 def test_malformed_options_are_usage_errors() -> None:
-    for argv in (["--iodepth", "0"], ["--bs", "1000"], ["--rw", "randwrite"], ["--nope"],
-                 ["--direct", "2"], ["--filesize", "4k", "--bs", "8k"]):
+    for argv in (
+        ["--iodepth", "0"],
+        ["--bs", "1000"],
+        ["--rw", "randwrite"],
+        ["--nope"],
+        ["--direct", "2"],
+        ["--filesize", "4k", "--bs", "8k"],
+    ):
         with pytest.raises(UsageError):
             parse(argv)
 
@@ -77,8 +83,27 @@ def test_runtime_defaults_unless_a_count_bounds_the_run() -> None:
 
 def test_help_names_every_option() -> None:
     text = options.help_text()
-    for name in ("--bs", "--filesize", "--size", "--number-ios", "--runtime", "--iodepth",
-                 "--rw", "--direct", "--fds", "--transport", "--delay", "--jitter", "--backoff",
-                 "--pipe-reads", "--socket-reads", "--file-reads", "--force-async", "--seed",
-                 "--directory", "--clean", "--output-format"):
+    for name in (
+        "--bs",
+        "--filesize",
+        "--size",
+        "--number-ios",
+        "--runtime",
+        "--iodepth",
+        "--rw",
+        "--direct",
+        "--fds",
+        "--transport",
+        "--delay",
+        "--jitter",
+        "--backoff",
+        "--pipe-reads",
+        "--socket-reads",
+        "--file-reads",
+        "--force-async",
+        "--seed",
+        "--directory",
+        "--clean",
+        "--output-format",
+    ):
         assert name in text

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from iotrace.workloads import registry
 
 from iotrace.errors import UsageError
 from iotrace.events import MODELS, SYSCALL_BY_NAME
-from iotrace.workloads import registry
 
 
 def test_names_are_unique_and_every_model_is_covered() -> None:
@@ -26,8 +26,18 @@ def test_specs_name_real_syscalls_and_modules() -> None:
 
 
 def test_the_listed_workloads_exist() -> None:
-    for name in ("sync-blocking", "sync-nonblocking", "select", "poll", "epoll", "libaio",
-                 "io_uring", "io_uring-buffered", "io_uring-socket", "posix-aio"):
+    for name in (
+        "sync-blocking",
+        "sync-nonblocking",
+        "select",
+        "poll",
+        "epoll",
+        "libaio",
+        "io_uring",
+        "io_uring-buffered",
+        "io_uring-socket",
+        "posix-aio",
+    ):
         assert registry.get(name).name == name
 
 
