@@ -39,13 +39,19 @@ def fmt_count(n: float) -> str:
 
 
 def fmt_axis(ns: float, step_ns: float) -> str:
-    """A tick label on the time axis, with as many decimals as the tick step needs."""
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if step_ns >= scale / 10 or unit == "us":
-            v = ns / scale
-            step = step_ns / scale
-            decimals = 0 if step >= 1 else 1 if step >= 0.1 else 2
-            return f"{v:.{decimals}f}{unit}"
+    """A tick label on the time axis, with as many decimals as the tick step needs:
+    12s, 12.5s, 12.53s; below a second, ms or us."""
+    if abs(ns) >= 1e9 or step_ns >= 1e9:
+        decimals = 0
+        while step_ns < 1e9 / 10**decimals and decimals < 6:
+            decimals += 1
+        return f"{ns / 1e9:.{decimals}f}s"
+    for unit, scale in (("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= scale or step_ns >= scale or unit == "us":
+            decimals = 0
+            while step_ns < scale / 10**decimals and decimals < 3:
+                decimals += 1
+            return f"{ns / scale:.{decimals}f}{unit}"
     return f"{ns:.0f}ns"  # pragma: no cover - the loop always returns
 
 
