@@ -16,10 +16,6 @@ from typing import Final
 
 import numpy as np
 from iotrace.tui.model import (
-    FAM_ASYNC,
-    FAM_DATA,
-    FAM_MUX,
-    FAM_OTHER,
     FAMILY_OF_OP,
     REQUEST_KINDS,
     LaneInfo,
@@ -238,6 +234,9 @@ def lost_cells(
 SPIN_SHOWS: Final = 0.02
 """Share of a cell spent on CPU in EAGAIN calls that makes it an EAGAIN cell."""
 _C: Final = 13
+_REQUEST_CODES: Final = np.array([int(k) for k in REQUEST_KINDS], dtype=np.uint16)
+_SLEEP_SLOT_OF_FAMILY: Final = np.array([BLOCK, BLOCK, MUX, REAP])
+"""Asleep inside a call: indexed by FAM_OTHER, FAM_DATA, FAM_MUX, FAM_ASYNC."""
 """Coverage slots per lane: indexed by state code (NONE..LOST, then the request phases)."""
 
 
@@ -253,62 +252,52 @@ def _paint(
     pos = np.minimum(np.searchsorted(tids, cols["tid"].astype(np.int64)), L - 1)
     known = tids[pos] == cols["tid"]
     kind = cols["kind"]
-    idx_parts: list[np.ndarray] = []
-    s_parts: list[np.ndarray] = []
-    e_parts: list[np.ndarray] = []
-    w_parts: list[np.ndarray] = []
-
-    def add(cat: int, m: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray) -> None:
-        sel = m & (w > 0)
-        idx_parts.append(pos[sel] * _C + cat)
-        s_parts.append(s[sel])
-        e_parts.append(e[sel])
-        w_parts.append(w[sel])
-
     ts = cols["ts_ns"].astype(np.float64)
     end = cols["end_ns"].astype(np.float64)
+    kd = cols["kdone_ns"].astype(np.float64)
     sc = known & (kind == Kind.SYSCALL) & (end > ts)
-    if sc.any():
-        dur = np.where(sc, end - ts, 1.0)
-        off = np.minimum(cols["off_cpu_ns"].astype(np.float64), dur)
-        runq = np.minimum(cols["runq_ns"].astype(np.float64), off)
-        on = (dur - off) / dur
-        asleep = (off - runq) / dur
-        fam = FAMILY_OF_OP[np.minimum(cols["op"], len(FAMILY_OF_OP) - 1)]
-        spin = cols["ret"] == -EAGAIN
-        add(SYS, sc & ~spin, ts, end, on)
-        add(SPIN, sc & spin, ts, end, on)
-        add(BLOCK, sc & ((fam == FAM_DATA) | (fam == FAM_OTHER)), ts, end, asleep)
-        add(MUX, sc & (fam == FAM_MUX), ts, end, asleep)
-        add(REAP, sc & (fam == FAM_ASYNC), ts, end, asleep)
-        add(RUNQ, sc, ts, end, runq / dur)
     oc = known & (kind == Kind.OFF_CPU) & (cols["op"] == 0) & (end > ts)
-    if oc.any():
-        dur = np.where(oc, end - ts, 1.0)
-        runq = np.minimum(cols["runq_ns"].astype(np.float64), dur)
-        add(SLEEP, oc, ts, end, (dur - runq) / dur)
-        add(RUNQ, oc, ts, end, runq / dur)
-    rq_m = known & np.isin(kind, [int(k) for k in REQUEST_KINDS])
-    if rq_m.any():
-        kd = cols["kdone_ns"].astype(np.float64)
-        worker = (cols["flags"] & int(Flag.WORKER)) != 0
-        kern_end = np.where(kd > 0, kd, end)
-        ones = np.ones(len(ts))
-        add(REQ_KERNEL, rq_m & ~worker & (kern_end > ts), ts, kern_end, ones)
-        add(REQ_WORKER, rq_m & worker & (kern_end > ts), ts, kern_end, ones)
-        add(REQ_REAP, rq_m & (kd > 0) & (end > kd), kd, end, ones)
-    if not idx_parts:
+    rq = known & np.isin(kind, _REQUEST_CODES)
+    dur = np.where(end > ts, end - ts, 1.0)
+    off = np.minimum(cols["off_cpu_ns"].astype(np.float64), dur)
+    runq = np.minimum(cols["runq_ns"].astype(np.float64), np.where(sc, off, dur))
+    worker = (cols["flags"] & int(Flag.WORKER)) != 0
+    kern_end = np.where(kd > 0, kd, end)
+    zero = np.zeros(len(ts))
+    # Up to three pieces per event, each a (slot, weight, start, end):
+    # A: on CPU in a call | asleep outside calls | a request in the kernel
+    cat_a = np.where(
+        sc,
+        np.where(cols["ret"] == -EAGAIN, SPIN, SYS),
+        np.where(oc, SLEEP, np.where(worker, REQ_WORKER, REQ_KERNEL)),
+    )
+    w_a = np.where(
+        sc,
+        (dur - off) / dur,
+        np.where(oc, (dur - runq) / dur, np.where(rq & (kern_end > ts), 1.0, zero)),
+    )
+    e_a = np.where(rq, kern_end, end)
+    # B: asleep in a call (by family) | runnable outside calls | done, waiting to be reaped
+    fam = FAMILY_OF_OP[np.minimum(cols["op"], len(FAMILY_OF_OP) - 1)]
+    cat_b = np.where(sc, _SLEEP_SLOT_OF_FAMILY[fam], np.where(oc, RUNQ, REQ_REAP))
+    w_b = np.where(
+        sc,
+        (off - runq) / dur,
+        np.where(oc, runq / dur, np.where(rq & (kd > 0) & (end > kd), 1.0, zero)),
+    )
+    s_b = np.where(rq, kd, ts)
+    # C: runnable inside a call
+    w_c = np.where(sc, runq / dur, zero)
+    slot = np.concatenate([pos * _C + cat_a, pos * _C + cat_b, pos * _C + RUNQ])
+    w = np.concatenate([w_a, w_b, w_c])
+    keep = np.flatnonzero(w > 0)
+    if len(keep) == 0:
         return np.zeros((L, _C, ncells))
-    return cover(
-        np.concatenate(idx_parts),
-        np.concatenate(s_parts),
-        np.concatenate(e_parts),
-        np.concatenate(w_parts),
-        L * _C,
-        t0,
-        float(cell_ns),
-        ncells,
-    ).reshape(L, _C, ncells)
+    starts = np.concatenate([ts, s_b, ts])[keep]
+    ends = np.concatenate([e_a, end, end])[keep]
+    return cover(slot[keep], starts, ends, w[keep], L * _C, t0, float(cell_ns), ncells).reshape(
+        L, _C, ncells
+    )
 
 
 @dataclass
