@@ -31,7 +31,6 @@ from collections import defaultdict
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 
 from iotrace import analysis, events
 from iotrace.analysis import records
@@ -47,7 +46,9 @@ class _Clock:
         self.t0 = t0
 
     def us(self, ns: int | float) -> float:
-        return round((int(ns) - self.t0) / 1000.0, 3)
+        # int / int is correctly rounded, so the shortest repr of the result is the
+        # exact 3-decimal value: no round() needed (and it is the hot path).
+        return (int(ns) - self.t0) / 1000
 
 
 def nest(slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,12 +165,17 @@ def build(trace: Trace, a: analysis.Analysis | None = None) -> dict[str, Any]:
     uses: dict[tuple[int, int], int] = defaultdict(int)
     flow_id = 0
     # Reaping calls per process, to bind the end of a flow to the call that reaped.
-    reapers: dict[int, pd.DataFrame] = {}
+    reapers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     reap_calls = fr.syscalls[
         fr.syscalls["name"].isin(["io_getevents", "io_pgetevents", "io_uring_enter"])
     ]
     for gpid, g in reap_calls.groupby("pid"):
-        reapers[int(str(gpid))] = g.sort_values("end_ns")
+        g = g.sort_values("end_ns")
+        reapers[int(str(gpid))] = (
+            g["ts_ns"].to_numpy(),
+            g["end_ns"].to_numpy(),
+            g["tid"].to_numpy(),
+        )
     for r in records(reqs):
         pid, tid, key = int(r["pid"]), int(r["tid"]), int(r["key"])
         n = uses[(pid, key)]
@@ -227,14 +233,12 @@ def build(trace: Trace, a: analysis.Analysis | None = None) -> dict[str, Any]:
             )
             points.append(("t", ktid, kdone))
         if reap is not None and pid in reapers:
-            g = reapers[pid]
-            i = int(np.searchsorted(g["end_ns"].to_numpy(), reap, side="left"))
-            if i < len(g):
-                call = g.iloc[i]
-                if int(call["ts_ns"]) <= reap <= int(call["end_ns"]):
-                    # Just inside the reaping call, so the arrow binds to it.
-                    at = max(int(call["ts_ns"]), reap - 1, points[-1][2])
-                    points.append(("f", int(call["tid"]), at))
+            c_ts, c_end, c_tid = reapers[pid]
+            i = int(np.searchsorted(c_end, reap, side="left"))
+            if i < len(c_end) and int(c_ts[i]) <= reap <= int(c_end[i]):
+                # Just inside the reaping call, so the arrow binds to it.
+                at = max(int(c_ts[i]), reap - 1, points[-1][2])
+                points.append(("f", int(c_tid[i]), at))
         if len(points) >= 2:
             if points[-1][0] != "f":
                 points[-1] = ("f", points[-1][1], points[-1][2])
@@ -313,7 +317,7 @@ def build(trace: Trace, a: analysis.Analysis | None = None) -> dict[str, Any]:
                 "pid": pid,
                 "tid": tid,
                 "ts": clock.us(sl["_ts"]),
-                "dur": round((sl["_end"] - sl["_ts"]) / 1000, 3),
+                "dur": (sl["_end"] - sl["_ts"]) / 1000,
             }
             if sl.get("args"):
                 ev["args"] = sl["args"]
