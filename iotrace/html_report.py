@@ -164,7 +164,7 @@ def timeline(a: Analysis) -> tuple[go.Figure, str]:
         xaxis_title="time (ms)",
         height=160 + 40 * nthreads,
         margin={"l": 180},
-        legend={"orientation": "h", "y": -0.25},
+        legend={"orientation": "h", "y": -0.35},
     )
     return fig, note
 
@@ -240,7 +240,7 @@ def time_share_figure(a: Analysis) -> go.Figure:
         xaxis={"title": "% of thread time", "range": [0, 100]},
         height=160 + 30 * max(len(shown), 1),
         margin={"l": 180},
-        legend={"orientation": "h", "y": -0.25},
+        legend={"orientation": "h", "y": -0.35},
     )
     return fig
 
