@@ -12,9 +12,9 @@ models as the program sees them:
   request on the same thread and fd finished: a retry loop's EAGAIN calls and
   a multiplexer wait before the read are part of the request's latency;
 - a Linux AIO or POSIX AIO request runs from submit to reap. An io_uring
-  completion is reaped from shared memory, so its reap is bounded instead: the
-  end of the process's first io_uring_enter that returned after the kernel
-  completed it (`reap_inferred`); without one, kernel completion is the end.
+  completion is reaped from shared memory, so its reap is inferred
+  (`reap_inferred`): the end of the io_uring_enter the program was waiting in
+  when the kernel completed it, else the completion itself.
   `kernel_ns` is always submit to kernel completion where the kernel reported it.
 """
 
@@ -299,13 +299,13 @@ def _empty_requests() -> pd.DataFrame:
 
 
 def _uring_reap_bound(pids: np.ndarray, kdone: np.ndarray, sc: pd.DataFrame) -> np.ndarray:
-    """When an io_uring completion was reaped at the latest: the end of the first
-    io_uring_enter of the same process that returned after the kernel completed it.
-
-    The program reads completions from shared memory, so the exact reap is not
-    visible; a program that waits in io_uring_enter (liburing's submit_and_wait,
-    fio, the built-in workloads) reaps right after that call returns. NaN when the
-    process never entered after the completion (SQPOLL, or tracing ended)."""
+    """When an io_uring completion was reaped: the program reads completions from
+    shared memory, so the reap itself is not visible. A completion posted while the
+    program waited inside io_uring_enter is reaped when that call returns (liburing's
+    submit_and_wait, fio, the built-in workloads); one posted while it ran in user
+    space (task work on the way out of a syscall, or after an interrupt) can be
+    reaped at once, so its completion time is taken. NaN when the process made no
+    io_uring_enter call at all (SQPOLL)."""
     out = np.full(len(kdone), np.nan)
     enters = sc[sc["name"] == "io_uring_enter"]
     if enters.empty:
@@ -314,10 +314,14 @@ def _uring_reap_bound(pids: np.ndarray, kdone: np.ndarray, sc: pd.DataFrame) -> 
         sel = np.flatnonzero((pids == pid) & ~np.isnan(kdone))
         if not len(sel):
             continue
-        ends = np.sort(g["end_ns"].to_numpy())
-        i = np.searchsorted(ends, kdone[sel], side="left")
-        ok = i < len(ends)
-        out[sel[ok]] = ends[i[ok]]
+        g = g.sort_values("end_ns")
+        starts = g["ts_ns"].to_numpy()
+        ends = g["end_ns"].to_numpy()
+        k = kdone[sel]
+        i = np.searchsorted(ends, k, side="left")
+        inside = i < len(ends)
+        inside[inside] &= starts[i[inside]] <= k[inside]
+        out[sel] = np.where(inside, ends[np.clip(i, 0, len(ends) - 1)], k)
     return out
 
 

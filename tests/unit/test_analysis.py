@@ -186,3 +186,22 @@ def test_reads_after_one_wait_share_its_start_and_trailing_eagain_is_ignored(
     # does not stretch the next request back to it.
     assert by_fd.loc[3].tolist() == [5 * MS + 2 * US] * 2
     assert by_fd.loc[4].tolist() == [5 * MS + 5 * US] * 2
+
+
+def test_io_uring_completion_posted_in_user_space_is_not_pushed_to_the_next_enter(
+    tmp_path: Path,
+) -> None:
+    """Task work posts CQEs on the way out of io_uring_enter, after its exit
+    tracepoint: those are reaped right away, not at the next enter's end."""
+    from iotrace.events import Kind
+
+    b = TraceBuilder()
+    pid, t = 950, 10**12
+    b.syscall(pid, pid, "io_uring_enter", t, 100 * US, ret=2, fd=7, size=2)
+    b.request(Kind.URING_REQUEST, pid, pid, t + 1 * US, 0, kdone=t + 50 * US, key=1)
+    b.request(Kind.URING_REQUEST, pid, pid, t + 2 * US, 0, kdone=t + 120 * US, key=2)
+    b.syscall(pid, pid, "io_uring_enter", t + 1 * MS, 100 * US, ret=0, fd=7, size=0)
+    reqs = analysis.frames(session.load(b.write(tmp_path / "u.trace"))).requests
+    reqs = reqs.sort_values("key")
+    assert reqs["reap_ns"].tolist() == [t + 100 * US, t + 120 * US]
+    assert reqs["latency_ns"].tolist() == [99 * US, 118 * US]
