@@ -32,8 +32,7 @@ def cmd_list() -> int:
 
 def _general_help() -> str:
     return (
-        "usage: iotrace workload NAME [options]\n"
-        "       iotrace workload --clean        remove the workload data directory\n\n"
+        "usage: iotrace workload NAME [options]\n\n"
         f"workloads: {', '.join(registry.names())}\n\n" + help_text()
     )
 
@@ -51,10 +50,6 @@ def cmd_workload(argv: Sequence[str]) -> int:
     if run_as is not None:
         drop_privileges(run_as)
     home = os.environ.get("HOME")
-    if argv == ["--clean"]:
-        removed = datafile.clean(home)
-        print("removed " + ", ".join(removed) if removed else "no workload data to remove")
-        return 0
     name, rest = argv[0], argv[1:]
     spec, opts, want_help = engine.parse_for(name, rest)
     if want_help:

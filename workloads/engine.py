@@ -14,7 +14,6 @@ import importlib
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from iotrace.workloads.measure import LatencyLog, Progress, Role, build_result, 
 from iotrace.workloads.options import Options, help_text, parse
 from iotrace.workloads.registry import COMMON_OPTIONS, DEFAULT_RUNTIME_S, WorkloadSpec, get
 
-from iotrace.errors import UsageError, WorkloadError
+from iotrace.errors import UsageError
 
 RELEASE_SIGNAL = producer.RELEASE_SIGNAL
 _COUNT_OPTIONS = ("number_ios", "size", "pipe_reads", "socket_reads", "file_reads")
@@ -257,11 +256,3 @@ def write_line(fd: int, obj: dict[str, Any]) -> None:
     while data:
         n = os.write(fd, data)
         data = data[n:]
-
-
-def fail(message: str) -> WorkloadError:
-    return WorkloadError(message)
-
-
-def stderr() -> TextIO:
-    return sys.stderr

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -251,11 +249,3 @@ def format_text(res: dict[str, Any]) -> str:
         + ("; stopped early" if res["stopped"] else "")
     )
     return "\n".join(lines)
-
-
-def now() -> float:
-    return time.monotonic()
-
-
-def stderr() -> TextIO:
-    return sys.stderr

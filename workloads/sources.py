@@ -16,8 +16,6 @@ from collections.abc import Callable
 from iotrace.workloads.engine import Context
 from iotrace.workloads.options import Options
 
-ROLE_ORDER = ("pipe", "socket", "file")
-
 
 def source_counts(opts: Options) -> dict[str, int | None]:
     """{role: exact count or None (until the deadline)} for the roles that run.
