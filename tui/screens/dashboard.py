@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 MIN_WIDTH = 80
 MIN_HEIGHT = 24
+SHORT_HEIGHT = 32
+"""Below this many lines the detail pane shrinks so lanes keep their room."""
 DEFAULT_SPAN_NS = 10_000_000_000
 MIN_SPAN_NS = 10_000
 MAX_SPAN_NS = 24 * 3600 * 1_000_000_000
@@ -108,6 +110,8 @@ class DashboardScreen(Screen[None]):
         w, h = self.app.size
         small = w < MIN_WIDTH or h < MIN_HEIGHT
         self.set_class(small, "-too-small")
+        self.set_class(h < SHORT_HEIGHT, "-short")
+        self.query_one(Scoreboard).set_width(w)
         if small:
             self.query_one("#too-small", Static).update(
                 Text.assemble(

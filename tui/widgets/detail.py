@@ -13,6 +13,8 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"
+HIST_WIDTH = 41
+"""Columns the histogram text may use (its pane is 42 wide with 1 of padding)."""
 
 
 def histogram_text(row: RowSnapshot | None, lines: int, width: int) -> Text:
@@ -31,10 +33,7 @@ def histogram_text(row: RowSnapshot | None, lines: int, width: int) -> Text:
     lo = (lo // per) * per
     bins = [(b, int(hist[b : b + per].sum())) for b in range(lo, hi, per)]
     total = int(hist.sum())
-    t.append(
-        f"latency of {total:,} requests (p50 {fmt_ns(row.p50_ns)}, p99 {fmt_ns(row.p99_ns)})\n",
-        "bold",
-    )
+    t.append(f"latency of {total:,} requests\n", "bold")
     top = max(n for _, n in bins) or 1
     label_w = 17
     bar_w = max(width - label_w - 7, 4)
@@ -73,7 +72,7 @@ def words_text(row: RowSnapshot | None, call: str, thread: str) -> Text:
 class DetailPane(Horizontal):
     DEFAULT_CSS = """
     DetailPane { height: 7; border-top: solid $primary-darken-2; }
-    DetailPane > #histogram { width: 1fr; max-width: 60; padding-right: 1; }
+    DetailPane > #histogram { width: 42; padding-right: 1; }
     DetailPane > #words { width: 2fr; }
     """
 
@@ -84,5 +83,5 @@ class DetailPane(Horizontal):
     def show(self, row: RowSnapshot | None, call: str, thread: str) -> None:
         h = self.query_one("#histogram", Static)
         lines = max(self.size.height - 1, 2)
-        h.update(histogram_text(row, lines, max(h.size.width, 30)))
+        h.update(histogram_text(row, lines, HIST_WIDTH))
         self.query_one("#words", Static).update(words_text(row, call, thread))

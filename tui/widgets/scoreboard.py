@@ -28,6 +28,17 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("eagain", "EAGAIN/req", 10),
     ("depth", "depth", 5),
 )
+NARROW_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("row", "workload", 16),
+    ("model", "model", 17),
+    ("iops", "IOPS", 6),
+    ("p50", "p50", 7),
+    ("sys", "sys/req", 7),
+    ("eagain", "EAG/req", 7),
+    ("depth", "depth", 5),
+)
+"""Under 120 columns: what tells the models apart (the rest is in `enter` details)."""
+WIDE_AT = 120
 BAR_WIDTH = 24
 _BAR_PARTS = (
     ("cpu", L.SYS),
@@ -87,11 +98,31 @@ class Scoreboard(DataTable[str | Text]):
     def __init__(self, **kw: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)  # type: ignore[arg-type]
         self._shown: dict[str, dict[str, str | Text]] = {}
+        self.wide = True
+        self._rows: tuple[RowSnapshot, ...] = ()
+
+    @property
+    def column_set(self) -> tuple[tuple[str, str, int], ...]:
+        return COLUMNS if self.wide else NARROW_COLUMNS
 
     def _ensure_columns(self) -> None:
         if not self.columns:
-            for key, label, width in COLUMNS:
+            for key, label, width in self.column_set:
                 self.add_column(label, key=key, width=width)
+
+    def set_width(self, width: int) -> None:
+        """Switch between the wide and the narrow column set (rows are re-added)."""
+        wide = width >= WIDE_AT
+        if wide == self.wide and self.columns:
+            return
+        cursor = self.selected_row()
+        self.wide = wide
+        self.clear(columns=True)
+        self._shown.clear()
+        self._ensure_columns()
+        self.update_rows(self._rows)
+        if cursor is not None:
+            self.select_row(cursor)
 
     def on_mount(self) -> None:
         self._ensure_columns()
@@ -99,6 +130,7 @@ class Scoreboard(DataTable[str | Text]):
     def update_rows(self, rows: tuple[RowSnapshot, ...]) -> None:
         """Diff `rows` against what is shown: cells change in place."""
         self._ensure_columns()
+        self._rows = rows
         wanted = {r.key: cells_for(r) for r in rows}
         for key in [k for k in self._shown if k not in wanted]:
             self.remove_row(key)
@@ -106,9 +138,10 @@ class Scoreboard(DataTable[str | Text]):
         for key, cells in wanted.items():
             old = self._shown.get(key)
             if old is None:
-                self.add_row(*(cells[c] for c, _, _ in COLUMNS), key=key)
+                self.add_row(*(cells[c] for c, _, _ in self.column_set), key=key)
             else:
-                for col, value in cells.items():
+                for col, _, _ in self.column_set:
+                    value = cells[col]
                     if str(old.get(col)) != str(value) or (
                         isinstance(value, Text)
                         and value.spans != getattr(old.get(col), "spans", None)

@@ -47,6 +47,21 @@ LEGEND_WORDS: dict[int, str] = {
     L.REQ_WORKER: "on io-wq",
     L.REQ_REAP: "done, not reaped",
 }
+LEGEND_SHORT: dict[int, str] = {
+    L.USER: "user",
+    L.SYS: "syscall",
+    L.SPIN: "EAGAIN",
+    L.BLOCK: "blocked",
+    L.MUX: "mux wait",
+    L.REAP: "reap wait",
+    L.RUNQ: "runq",
+    L.SLEEP: "asleep",
+    L.LOST: "lost",
+    L.REQ_KERNEL: "in flight",
+    L.REQ_WORKER: "io-wq",
+    L.REQ_REAP: "unreaped",
+}
+"""Legend words under 120 columns, so the legend keeps to two lines at 80."""
 _LABEL = Style(bold=True)
 _GROUP = Style(bold=True, underline=True)
 _SELECTED = Style(reverse=True, bold=True)
@@ -235,8 +250,9 @@ class Timeline(Widget, can_focus=True):
     def _legend_lines(self, width: int) -> list[list[Segment]]:
         lines: list[list[Segment]] = [[]]
         used = 0
+        words = LEGEND_WORDS if width >= 120 else LEGEND_SHORT
         for st in L.LEGEND_ORDER:
-            item = f"{LEGEND_WORDS[st]}  "
+            item = f"{words[st]}  "
             w = 2 + len(item)
             if used + w > width and used:
                 lines.append([])
