@@ -88,11 +88,16 @@ def test_fio_engines_are_classified(fio_traces: dict[str, Path], engine: str) ->
         assert job.requests["not_observed"] <= 8  # only those in flight at the end
 
 
-def test_fio_libaio_latency_matches_fios_own(fio_traces: dict[str, Path], data_dir: Path) -> None:
-    """fio's clat runs submit -> reap (it reaps with io_getevents), like iotrace's."""
-    a = analysis.analyze(session.load(fio_traces["libaio"]))
+@pytest.mark.parametrize("engine", ["psync", "libaio", "io_uring"])
+def test_fio_latency_matches_fios_own(
+    fio_traces: dict[str, Path], data_dir: Path, engine: str
+) -> None:
+    """fio's clat runs from submit to reap, like iotrace's request latency."""
+    if engine not in fio_traces:
+        pytest.skip(f"io_uring unavailable: {_io_uring_disabled()}")
+    a = analysis.analyze(session.load(fio_traces[engine]))
     job = _busiest(a)
-    fio = json.loads((data_dir / "fio-libaio.json").read_text())
+    fio = json.loads((data_dir / f"fio-{engine}.json").read_text())
     read = fio["jobs"][0]["read"]
     fio_ios = read["total_ios"]
     # fio counts the I/Os of its timed run; the trace also holds the ramp-down ones.
@@ -100,7 +105,10 @@ def test_fio_libaio_latency_matches_fios_own(fio_traces: dict[str, Path], data_d
     assert job.requests["completed"] <= fio_ios * 1.05 + 16
     fio_p50 = read["clat_ns"]["percentile"]["50.000000"] / 1000
     ours = job.requests["latency_us"]["p50"]
-    assert abs(ours - fio_p50) <= 0.10 * fio_p50 + 5, (ours, fio_p50)
+    # fio stamps a completion when it processes it, after the reaping call returns;
+    # that user-space time per reap is outside the kernel's view.
+    slack = 5.0 if engine == "psync" else _user_loop_us(a, job.pid, {job.pid})
+    assert abs(ours - fio_p50) <= 0.10 * fio_p50 + slack, (ours, fio_p50, slack)
 
 
 def test_dd_is_sync_blocking_with_exact_counts(tmp_path: Path) -> None:
@@ -249,14 +257,14 @@ def test_builtin_workload_is_classified_and_latency_agrees(name: str, tmp_path: 
         assert len(mine) >= fig["ops"] * 0.95, (role, len(mine), fig["ops"])
         ours = float(np.percentile(mine["latency_ns"].to_numpy(dtype="float64"), 50)) / 1000
         own = fig["lat_us"]["p50"]
-        slack = _python_overhead_us(a, main.pid, set(mine["tid"])) if is_async else 30.0
+        slack = _user_loop_us(a, main.pid, set(mine["tid"])) if is_async else 30.0
         assert abs(ours - own) <= 0.10 * own + slack, (role, ours, own, slack)
 
 
-def _python_overhead_us(a: analysis.Analysis, pid: int, tids: set[int]) -> float:
-    """What a Python workload's clock adds to an async request beyond the kernel's
-    view: its clock is read before it builds the submission and after it parses the
-    completions, in user space between the loop's syscalls. Per loop iteration (one
+def _user_loop_us(a: analysis.Analysis, pid: int, tids: set[int]) -> float:
+    """What a program's own clock adds to an async request beyond the kernel's view:
+    it stamps a request before it builds the submission and after it processes the
+    completion, in user space between the loop's syscalls. Per loop iteration (one
     reap call each), that is the user time between consecutive traced calls."""
     sc = a.frames.syscalls
     calls = sc[(sc["pid"] == pid) & sc["tid"].isin(tids)].sort_values("ts_ns")
