@@ -505,7 +505,9 @@ class Summary:
             "model": self.label.model,
             "api": self.label.api,
             "evidence": self.label.evidence,
-            "breakdown": {k: round(v, 3) for k, v in self.label.breakdown.items()},
+            "breakdown": {
+                k: round(v, 3) for k, v in self.label.breakdown.items() if round(v, 3) > 0
+            },
             "expected_model": self.expected_model or None,
             "threads": self.threads,
             "wall_s": round(self.wall_ns / 1e9, 6),
