@@ -17,7 +17,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns every exit code."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        # main() prefixes "iotrace: "; name only the subcommand here.
+        sub = self.prog.removeprefix("iotrace").strip()
+        where = f"{sub}: " if sub else ""
+        raise UsageError(f"{where}{message} (see '{self.prog} --help')")
 
 
 def duration(text: str) -> float:
@@ -113,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=pid_list,
         metavar="PID[,PID...]",
         help="trace these processes (and their children)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="trace every process on the machine except iotrace itself (only when asked)",
     )
     _add_recording_options(p)
     p.add_argument(

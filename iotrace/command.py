@@ -10,16 +10,32 @@ half-seen call behind. No shell is involved: argv goes to execvp as is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 from iotrace.errors import IotraceError, UsageError
 
 EXIT_NOT_FOUND = 127
+PR_SET_PDEATHSIG = 1
+TERMINATE_GRACE_S = 5.0
+"""How long a stopped command gets between SIGTERM and SIGKILL."""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(sig: int, parent: int) -> None:
+    """Have the kernel send `sig` when iotrace dies (even by SIGKILL), so a
+    command never runs on unnoticed; exits at once if iotrace is already gone.
+    Must be set again after a change of credentials, which clears it."""
+    _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(EXIT_NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -79,9 +95,15 @@ class GatedCommand:
         self.returncode: int | None = None
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
             try:
+                # iotrace's own stop handlers would make the held child ignore
+                # SIGTERM and wait at the gate for ever.
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                die_with_parent(signal.SIGKILL, parent)  # nothing of the user's ran yet
                 os.close(err_r)
                 os.setpgid(0, 0)
                 signal.sigwait({signal.SIGUSR1})
@@ -89,8 +111,9 @@ class GatedCommand:
                     drop_privileges(run_as)
                     os.environ["HOME"] = run_as.home
                     os.environ["USER"] = os.environ["LOGNAME"] = run_as.name
+                # From here on the user's program: the same SIGTERM as after Ctrl-C.
+                die_with_parent(signal.SIGTERM, parent)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.execv(self.exe, self.argv)
             except BaseException as exc:  # report why exec failed, then vanish
                 try:
@@ -99,13 +122,16 @@ class GatedCommand:
                     os._exit(EXIT_NOT_FOUND)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.close(err_w)
+        with contextlib.suppress(OSError):  # also here, so the group exists at once
+            os.setpgid(pid, pid)
         self.pid = pid
         self._err_r = err_r
 
     def release(self) -> None:
         """Let the child exec; raises if exec failed."""
         os.kill(self.pid, signal.SIGUSR1)
-        with os.fdopen(self._err_r, "rb") as f:
+        err_r, self._err_r = self._err_r, -1
+        with os.fdopen(err_r, "rb") as f:
             msg = f.read()  # EOF at a successful exec (CLOEXEC)
         if msg:
             self.wait()
@@ -113,7 +139,11 @@ class GatedCommand:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 0
+                return self.returncode
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
@@ -127,10 +157,24 @@ class GatedCommand:
                 self.returncode = 0
         return self.returncode
 
-    def terminate(self) -> None:
+    def terminate(self, grace_s: float = TERMINATE_GRACE_S) -> None:
+        """SIGTERM the command's process group, SIGKILL it after `grace_s`, and
+        reap the command, so its exit status is known and no zombie is left."""
+        if self._err_r >= 0:  # never released: nobody will read it
+            os.close(self._err_r)
+            self._err_r = -1
         if self.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.poll() is None:
+                self._signal_group(signal.SIGKILL)
+                self.wait()
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
 
     @property
     def exit_code(self) -> int:

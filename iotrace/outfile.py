@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -29,7 +30,26 @@ def _open(path: Path, force: bool) -> IO[bytes]:
         if exc.errno == 40:  # ELOOP: the target is a symlink and O_NOFOLLOW refused it
             raise OutputError(f"{path} is a symbolic link; refusing to write through it") from None
         raise OutputError(f"cannot create {path}: {exc.strerror}") from None
+    _give_to_invoker(fd)
     return os.fdopen(fd, "wb")
+
+
+def _give_to_invoker(fd: int) -> None:
+    """Under sudo, a new regular file belongs to the user who ran sudo."""
+    from iotrace.command import invoking_user
+
+    cred = invoking_user()
+    if cred is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+        with contextlib.suppress(OSError):
+            os.fchown(fd, cred.uid, cred.gid)
+
+
+def _remove_if_regular(path: Path) -> None:
+    # Only a half-written regular file is ours to remove: `-o /dev/full
+    # --force` must not delete the device node.
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            path.unlink()
 
 
 @contextlib.contextmanager
@@ -41,12 +61,10 @@ def output_file(path: str | Path, *, force: bool = False) -> Iterator[IO[bytes]]
         with f:
             yield f
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        _remove_if_regular(path)
         raise OutputError(f"writing {path} failed: {exc.strerror or exc}") from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        _remove_if_regular(path)
         raise
 
 

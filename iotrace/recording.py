@@ -113,19 +113,45 @@ class _Stop:
                 signal.signal(s, h)
 
 
-def _program_options(args: argparse.Namespace) -> Any:
-    from iotrace.tracer import program
-
+def _check_tuning(args: argparse.Namespace) -> None:
     mb = int(args.ringbuf_mb)
     if mb <= 0 or mb & (mb - 1):
         raise UsageError(f"--ringbuf-mb must be a power of two, not {mb}")
+    if not 0.1 <= args.drain_ms <= 5000:
+        raise UsageError("--drain-ms must be between 0.1 and 5000")
+
+
+def _program_options(args: argparse.Namespace) -> Any:
+    from iotrace.tracer import program
+
+    _check_tuning(args)
     available = program.available_tracepoints()
     return program.ProgramOptions(
-        ringbuf_bytes=mb << 20,
+        ringbuf_bytes=int(args.ringbuf_mb) << 20,
         page_size=os.sysconf("SC_PAGE_SIZE"),
+        trace_all=bool(getattr(args, "all", False)),
         self_tgid=os.getpid(),
         available=frozenset(available) if available else None,
     )
+
+
+def check_output(args: argparse.Namespace) -> Path:
+    """The trace file to write, refused before anything is started when it
+    cannot be created: an existing file without --force, a symlink (never
+    followed, even with --force), a directory, a missing or unwritable folder."""
+    out = Path(args.output) if args.output else default_output()
+    if out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; refusing to write through it")
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a directory")
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} already exists; choose another -o or pass --force")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: directory {parent} is not writable")
+    return out
 
 
 def _print_ebpf(args: argparse.Namespace) -> int:
@@ -137,205 +163,266 @@ def _print_ebpf(args: argparse.Namespace) -> int:
 
 
 def _workload_targets(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
-    from iotrace.workloads import registry
+    from iotrace.workloads import engine, registry
 
     names = list(args.workloads) or registry.default_set()
     specs = [registry.get(n) for n in names]  # UsageError lists the valid names
+    for n in names:  # bad workload options are usage errors before anything starts
+        engine.parse_for(n, args.workload_options)
     return specs, names
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.ebpf:
         return _print_ebpf(args)
-    specs, names = _workload_targets(args)
-    require_privileges("run")
-    from iotrace.workloads import launcher
+    stopper = _Stop()
+    with stopper.installed():
+        specs, names = _workload_targets(args)
+        _check_tuning(args)
+        out = check_output(args)
+        require_privileges("run")
+        from iotrace.workloads import launcher
 
-    run_as = launcher.invoking_user()
-    if args.clean:
-        from iotrace.workloads import datafile
+        run_as = launcher.invoking_user()
+        if args.clean:
+            from iotrace.workloads import datafile
 
-        datafile.clean(run_as.home if run_as else None, run_as.uid if run_as else None)
+            datafile.clean(run_as.home if run_as else None, run_as.uid if run_as else None)
 
-    def start_targets() -> list[Target]:
-        targets = []
-        for spec in specs:
-            w = launcher.start(
-                spec.name, args.workload_options, run_as=run_as, duration_s=args.duration
-            )
-            try:
-                w.wait_ready(timeout=120.0)
-            except IotraceError:
-                w.stop()
-                raise
-            if w.unavailable:
-                print(f"iotrace: {spec.name}: unavailable: {w.unavailable}", file=sys.stderr)
-                continue
-            targets.append(
-                Target(
-                    label=spec.name,
-                    pids=list(w.pids),
-                    release=w.release,
-                    poll=w.poll,
-                    stop=w.stop,
-                    result=w.result,
-                    info={"name": spec.name, "model": spec.model, "api": spec.api},
+        def start_targets() -> list[Target]:
+            targets: list[Target] = []
+            for spec in specs:
+                if stopper.event.is_set():
+                    break  # asked to stop while starting: start no more
+                w = launcher.start(
+                    spec.name, args.workload_options, run_as=run_as, duration_s=args.duration
                 )
-            )
-        if not targets:
-            raise IotraceError("none of the chosen workloads can run on this machine")
-        return targets
+                try:
+                    w.wait_ready(timeout=120.0)
+                except IotraceError:
+                    w.stop()
+                    for t in targets:
+                        t.stop()
+                    raise
+                if w.unavailable:
+                    print(f"iotrace: {spec.name}: unavailable: {w.unavailable}", file=sys.stderr)
+                    continue
+                targets.append(
+                    Target(
+                        label=spec.name,
+                        pids=list(w.pids),
+                        release=w.release,
+                        poll=w.poll,
+                        stop=w.stop,
+                        result=w.result,
+                        info={"name": spec.name, "model": spec.model, "api": spec.api},
+                    )
+                )
+            if not targets and not stopper.event.is_set():
+                raise IotraceError("none of the chosen workloads can run on this machine")
+            return targets
 
-    return _record(args, "run", start_targets, {"workloads_asked": names})
+        return _record(args, "run", out, stopper, start_targets, {"workloads_asked": names})
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
     argv = list(args.command_argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if args.pid and argv:
-        raise UsageError("give either -p PID or -- COMMAND, not both")
-    if not args.pid and not argv:
+    trace_all = bool(getattr(args, "all", False))
+    if sum((bool(args.pid), bool(argv), trace_all)) > 1:
+        raise UsageError("give one of -p PID, --all or -- COMMAND")
+    if not args.pid and not argv and not trace_all:
         raise UsageError(
-            "nothing to trace: use 'iotrace trace -p PID' or 'iotrace trace -- COMMAND'"
+            "nothing to trace: use 'iotrace trace -p PID', 'iotrace trace -- COMMAND' "
+            "or 'iotrace trace --all'"
         )
     if args.ebpf:
         return _print_ebpf(args)
-    if args.pid:
-        missing = [p for p in args.pid if not pid_exists(p)]
-        if missing:
-            raise UsageError(f"no such process: {', '.join(map(str, missing))}")
-    else:
-        from iotrace.command import resolve
-
-        resolve(argv)  # a missing command is reported before asking for root
-    require_privileges("trace")
-
-    def start_targets() -> list[Target]:
+    stopper = _Stop()
+    with stopper.installed():
         if args.pid:
-            from iotrace.tracer.tasks import descendants
+            missing = [p for p in args.pid if not pid_exists(p)]
+            if missing:
+                raise UsageError(f"no such process: {', '.join(map(str, missing))}")
+            if os.getpid() in args.pid:
+                raise UsageError("iotrace cannot trace itself")
+        elif argv:
+            from iotrace.command import resolve
 
-            pids = descendants(list(args.pid))
+            resolve(argv)  # a missing command is reported before asking for root
+        _check_tuning(args)
+        out = check_output(args)
+        require_privileges("trace")
+
+        def start_targets() -> list[Target]:
+            if trace_all:
+                # Every process but iotrace itself: the BPF filter needs no pids.
+                return [Target(label="all processes", pids=[], own=False)]
+            if args.pid:
+                from iotrace.tracer.tasks import descendants
+
+                pids = descendants(list(args.pid))
+                return [
+                    Target(
+                        label="pid " + ",".join(map(str, args.pid)),
+                        pids=pids,
+                        own=False,
+                        poll=lambda: None if any(pid_exists(p) for p in args.pid) else 0,
+                    )
+                ]
+            cmd = GatedCommand(argv, invoking_user())
             return [
                 Target(
-                    label="pid " + ",".join(map(str, args.pid)),
-                    pids=pids,
-                    own=False,
-                    poll=lambda: None if any(pid_exists(p) for p in args.pid) else 0,
+                    label=os.path.basename(argv[0]),
+                    pids=[cmd.pid],
+                    release=cmd.release,
+                    poll=cmd.poll,
+                    stop=cmd.terminate,
+                    result=lambda: {"exit_code": cmd.exit_code},
+                    info={"command": argv},
                 )
             ]
-        cmd = GatedCommand(argv, invoking_user())
-        return [
-            Target(
-                label=os.path.basename(argv[0]),
-                pids=[cmd.pid],
-                release=cmd.release,
-                poll=cmd.poll,
-                stop=cmd.terminate,
-                result=lambda: {"exit_code": cmd.exit_code},
-                info={"command": argv},
-            )
-        ]
 
-    return _record(args, "trace", start_targets, {"command": argv or None, "pids": args.pid})
+        extra = {"command": argv or None, "pids": args.pid, "trace_all": trace_all}
+        return _record(args, "trace", out, stopper, start_targets, extra)
+
+
+def _stopped_early(stopper: _Stop, what: str) -> int:
+    name = signal.Signals(stopper.signum).name
+    print(f"iotrace: stopped by {name} before tracing began; {what}", file=sys.stderr)
+    return 128 + stopper.signum
 
 
 def _record(
     args: argparse.Namespace,
     command: str,
+    out: Path,
+    stopper: _Stop,
     start_targets: Callable[[], list[Target]],
     extra_meta: dict[str, Any],
 ) -> int:
+    """Trace until the targets end, the duration is up, or a signal asks to stop.
+
+    Called with `stopper` installed, and it stays installed through saving:
+    SIGINT/SIGTERM/SIGHUP at any point only ask to stop, so the probes are
+    detached, the programs iotrace started are stopped and a file that was
+    opened is closed with its footer on every path."""
     from iotrace.tracer import bcc_source, kheaders
     from iotrace.tracer.live import LiveSource
-    from iotrace.tracer.program import traced_syscalls
+    from iotrace.tracer.program import TRACEPOINTS, traced_syscalls
     from iotrace.tracer.tasks import TaskRegistry
 
     opts = _program_options(args)
-    if not 0.1 <= args.drain_ms <= 5000:
-        raise UsageError("--drain-ms must be between 0.1 and 5000")
-    out = Path(args.output) if args.output else default_output()
-    if out.exists() and not args.force:
-        raise OutputError(f"{out} already exists; choose another -o or pass --force")
-    if not out.parent.exists():
-        raise OutputError(f"cannot write {out}: directory {out.parent} does not exist")
     ks = kheaders.configure()
     prog = bcc_source.load(opts)
-    stopper = _Stop()
+    if stopper.event.is_set():
+        prog.close()
+        return _stopped_early(stopper, "nothing was started and no trace written")
     targets: list[Target] = []
     writer: session.TraceWriter | None = None
     source: LiveSource | None = None
+    write_failed = ""
     try:
-        with stopper.installed():
-            targets = start_targets()
-            registry = TaskRegistry()
-            meta = {
-                "tool": "iotrace",
-                "tool_version": __version__,
-                "command": command,
-                "argv": sys.argv,
-                "kernel": platform.release(),
-                "machine": platform.machine(),
-                "hostname": platform.node(),
-                "created_wall": time.time(),
-                "clock": clock_anchor(),
-                "options": {
-                    "duration_s": args.duration,
-                    "ringbuf_bytes": opts.ringbuf_bytes,
-                },
-                "probes": {
-                    "syscalls": [s.name for s in traced_syscalls(opts)],
-                    "missing_tracepoints": sorted(
-                        set(__import__("iotrace.tracer.program", fromlist=["x"]).TRACEPOINTS)
-                        - set(opts.available or ())
-                    )
-                    if opts.available is not None
-                    else [],
-                    "kernel_source": ks.how,
-                    "posix_aio": prog.posix_aio_mode,
-                },
-                "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
-                "targets": [{"label": t.label, "pids": t.pids} for t in targets],
-                **extra_meta,
-            }
-            writer = session.TraceWriter(out, meta, force=args.force)
-            _chown_to_invoker(out)
-            for t in targets:
-                for pid in t.pids:
-                    registry.label(pid, t.label)
-                    registry.add(pid, pid)
-            use_tui = not args.no_tui and stdout_is_tty()
-            source = LiveSource(
-                prog,
-                writer,
-                meta,
-                registry,
-                consumer=use_tui,
-                drain_interval_s=args.drain_ms / 1000,
-            )
-            prog.add_pids(p for t in targets for p in t.pids)
-            source.start()
-            for t in targets:
-                t.release()
-            _announce(targets, args, out, use_tui)
-            if use_tui:
-                from iotrace.tui.app import run_dashboard
+        targets = start_targets()
+        registry = TaskRegistry()
+        meta = {
+            "tool": "iotrace",
+            "tool_version": __version__,
+            "command": command,
+            "argv": sys.argv,
+            "kernel": platform.release(),
+            "machine": platform.machine(),
+            "hostname": platform.node(),
+            "created_wall": time.time(),
+            "clock": clock_anchor(),
+            "options": {
+                "duration_s": args.duration,
+                "ringbuf_bytes": opts.ringbuf_bytes,
+                "trace_all": opts.trace_all,
+            },
+            "probes": {
+                "syscalls": [s.name for s in traced_syscalls(opts)],
+                "missing_tracepoints": sorted(set(TRACEPOINTS) - set(opts.available or ()))
+                if opts.available is not None
+                else [],
+                "kernel_source": ks.how,
+                "posix_aio": prog.posix_aio_mode,
+            },
+            "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
+            "targets": [{"label": t.label, "pids": t.pids} for t in targets],
+            **extra_meta,
+        }
+        writer = session.TraceWriter(out, meta, force=args.force)
+        _chown_to_invoker(out)
+        for t in targets:
+            for pid in t.pids:
+                registry.label(pid, t.label)
+                registry.add(pid, pid)
+        use_tui = not args.no_tui and stdout_is_tty()
+        source = LiveSource(
+            prog,
+            writer,
+            meta,
+            registry,
+            consumer=use_tui,
+            drain_interval_s=args.drain_ms / 1000,
+        )
+        prog.add_pids(p for t in targets for p in t.pids)
+        source.start()
+        if stopper.event.is_set():
+            # A signal while starting: the targets never ran; the (empty) trace
+            # is still closed properly below.
+            return _stopped_early(stopper, f"{out} holds no events")
+        for t in targets:
+            t.release()
+        _announce(targets, args, out, use_tui)
+        if use_tui:
+            from iotrace.tui.app import run_dashboard
 
-                # The dashboard returns when the user quits; targets that are
-                # still running are stopped below, like after Ctrl-C.
-                watcher = threading.Thread(
-                    target=_wait_targets, args=(targets, args.duration, stopper), daemon=True
-                )
-                watcher.start()
-                run_dashboard(source, title=" ".join(t.label for t in targets))
-            else:
-                _wait_targets(targets, args.duration, stopper)
+            # The dashboard returns when the user quits; targets that are
+            # still running are stopped below, like after Ctrl-C.
+            watcher = threading.Thread(
+                target=_wait_targets,
+                args=(targets, args.duration, stopper, source),
+                daemon=True,
+            )
+            watcher.start()
+            run_dashboard(source, title=" ".join(t.label for t in targets))
+        else:
+            _wait_targets(targets, args.duration, stopper, source)
+        if source.error and not stopper.event.is_set():
+            write_failed = source.error
+            _after_write_failure(write_failed, command, targets, stopper, source, prog)
     finally:
         results = _finish(targets, source, writer, prog)
     assert writer is not None and source is not None
-    if source.error:
+    if source.error and source.error != write_failed:
         print(f"iotrace: {source.error}", file=sys.stderr)
-    return _summarise(out, writer, results, stopper, command)
+    return _summarise(out, writer, results, stopper, command, reported=bool(write_failed))
+
+
+def _after_write_failure(
+    error: str,
+    command: str,
+    targets: list[Target],
+    stopper: _Stop,
+    source: Any,
+    prog: Any,
+) -> None:
+    """The trace file cannot grow (disk full, device gone): say so at once and
+    detach the probes. A traced command is not harmed: it runs on, untraced,
+    to its own end (or until Ctrl-C); iotrace's own workloads are stopped."""
+    print(f"iotrace: {error}", file=sys.stderr)
+    source.stop()
+    source.join(timeout=30)
+    prog.close()
+    if command == "trace" and any(t.own for t in targets):
+        print(
+            "iotrace: the command runs on untraced until it ends; Ctrl-C stops it",
+            file=sys.stderr,
+        )
+        _wait_targets(targets, None, stopper, None)
 
 
 def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: bool) -> None:
@@ -346,12 +433,18 @@ def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: b
     print(f"Tracing {what} {until}... Ctrl-C to end. Writing {out}", file=sys.stderr)
 
 
-def _wait_targets(targets: list[Target], duration: float | None, stopper: _Stop) -> None:
+def _wait_targets(
+    targets: list[Target], duration: float | None, stopper: _Stop, source: Any
+) -> None:
+    """Until the targets end, the duration is up, a stop is asked for, or the
+    recording failed (source.error)."""
     deadline = time.monotonic() + duration if duration else None
     while not stopper.event.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             return
         if all(t.poll() is not None for t in targets):
+            return
+        if source is not None and source.error:
             return
         stopper.event.wait(0.05)
 
@@ -365,40 +458,48 @@ def _finish(
     """Stop what we started, drain the rest, close the file, detach probes.
     Runs on every exit path, Ctrl-C included."""
     results: dict[str, Any] = {}
-    for t in targets:
-        if t.own:
-            with contextlib.suppress(Exception):
-                t.stop()
-    for t in targets:
-        try:
-            results[t.label] = t.result()
-        except Exception as exc:
-            results[t.label] = {"error": str(exc)}
-    if source is not None:
-        # Let the last records of the exiting targets land before the final drain.
-        time.sleep(0.05)
-        source.stop()
-        source.join(timeout=30)
-    if writer is not None:
-        footer: dict[str, Any] = {"results": results}
+    try:
+        for t in targets:
+            if t.own:
+                with contextlib.suppress(Exception):
+                    t.stop()
+        for t in targets:
+            try:
+                results[t.label] = t.result()
+            except Exception as exc:
+                results[t.label] = {"error": str(exc)}
         if source is not None:
-            footer["stats"] = source.stats
-            footer["not_observed"] = getattr(source, "not_observed", {})
-            footer["tasks"] = len(source.registry.by_tid)
-        writer.write_tasks(source.registry.all() if source is not None else [])
-        writer.close(footer)
-    if source is not None:
-        source.close()
-    prog.close()
+            # Let the last records of the exiting targets land before the final drain.
+            time.sleep(0.05)
+            source.stop()
+            source.join(timeout=30)
+        if writer is not None:
+            footer: dict[str, Any] = {"results": results}
+            if source is not None:
+                footer["stats"] = source.stats
+                footer["not_observed"] = getattr(source, "not_observed", {})
+                footer["tasks"] = len(source.registry.by_tid)
+            writer.write_tasks(source.registry.all() if source is not None else [])
+            writer.close(footer)
+        if source is not None:
+            source.close()
+    finally:
+        prog.close()
     return results
 
 
 def _summarise(
-    out: Path, writer: session.TraceWriter, results: dict[str, Any], stopper: _Stop, command: str
+    out: Path,
+    writer: session.TraceWriter,
+    results: dict[str, Any],
+    stopper: _Stop,
+    command: str,
+    *,
+    reported: bool = False,
 ) -> int:
     from iotrace import report
 
-    if writer.error:
+    if writer.error and not reported:
         print(f"iotrace: {writer.error}", file=sys.stderr)
     trace = session.load(out)
     print(report.summary_text(trace))

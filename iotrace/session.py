@@ -180,12 +180,24 @@ class TraceWriter:
             "event_fields": [[f.name, f.npcode] for f in events.EVENT_FIELDS],
             **meta,
         }
-        self._write(_HEADER.pack(MAGIC, *events.SCHEMA_VERSION, 0))
-        self._chunk(b"META", json.dumps(full_meta).encode(), compress=False)
+        try:
+            self._write(_HEADER.pack(MAGIC, *events.SCHEMA_VERSION, 0))
+            self._chunk(b"META", json.dumps(full_meta).encode(), compress=False)
+        except OSError as exc:
+            self._file.close()
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self.bytes_written += len(data)
+        # An unbuffered write may be short (a disk filling up mid-chunk): go on
+        # until all is written or the kernel reports the error, so a torn chunk
+        # is only ever the file's last.
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            if not n:
+                raise OSError(28, os.strerror(28))
+            self.bytes_written += n
+            view = view[n:]
 
     def _chunk(self, tag: bytes, raw: bytes, *, compress: bool) -> None:
         codec, stored = _compress(raw) if compress else (CODEC_NONE, raw)

@@ -122,7 +122,9 @@ class TaskRegistry:
             r = batch[i]
             comm = comm_from_words(int(r["key"]), int(r["user_data"]))
             pid, tid = int(r["pid"]), int(r["tid"])
-            if int(r["op"]) == TaskOp.EXEC:
+            if int(r["op"]) in (TaskOp.EXEC, TaskOp.FORK, TaskOp.THREAD):
+                # A new task (or a new program) on this tid: a recycled pid must
+                # not inherit the identity of the process that had it before.
                 self.by_tid.pop(tid, None)
             self.add(pid, tid, comm, int(r["ts_ns"]))
         off = kinds == Kind.OFF_CPU
