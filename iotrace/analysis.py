@@ -579,7 +579,8 @@ def _families(sc: pd.DataFrame) -> dict[str, dict[str, Any]]:
         ret = g["ret"]
         out[str(name)] = {
             "calls": len(g),
-            "bytes": int(ret[(ret > 0) & g["family"].isin(DATA_FAMILIES)].sum()),
+            # Only data calls move bytes; a multiplexer's result is a count of fds.
+            "bytes": int(ret[ret > 0].sum()) if g["family"].iloc[0] in DATA_FAMILIES else None,
             "errors": int((ret < 0).sum()),
             "eagain": int(g["eagain"].sum()),
             "latency_us": percentiles_us(g["dur_ns"].to_numpy()),

@@ -312,8 +312,8 @@ def render(a: Analysis) -> str:
         scoreboard(a),
         '<p class="note">Requests: a sync data call that did not return EAGAIN (latency from '
         "its first attempt or the multiplexer wait before it); an async request from submit to "
-        "reap (io_uring: to the end of the io_uring_enter that returned after the kernel "
-        "completed it; the kernel-side latency is in the JSON report).</p>",
+        "reap (io_uring: to the end of the io_uring_enter it completed in, else to its "
+        "completion; the kernel-side latency is in the JSON report).</p>",
         "<h2>Where the time went</h2>",
         plots[0],
         "<h2>Timeline</h2>",

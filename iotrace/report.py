@@ -43,7 +43,9 @@ def fmt_count(n: int | float | None) -> str:
     return f"{int(n):,}"
 
 
-def fmt_mib(nbytes: int) -> str:
+def fmt_mib(nbytes: int | None) -> str:
+    if nbytes is None:
+        return ""
     mib = nbytes / (1 << 20)
     if mib == 0:
         return "0"
@@ -226,8 +228,8 @@ def render_text(a: Analysis, width: int = 80) -> str:
     lines += textwrap.wrap(
         "REQS: requests. A sync request is a data call that did not return EAGAIN, timed "
         "from its first attempt or the multiplexer wait before it; an async request runs "
-        "from submit to reap (io_uring: to the end of the io_uring_enter that returned after "
-        "the kernel completed it). BLOCK%: share of thread time "
+        "from submit to reap (io_uring: to the end of the io_uring_enter it completed in, "
+        "else to its completion). BLOCK%: share of thread time "
         "asleep in I/O calls and multiplexers.",
         width=min(width, 80) - 1,
     )
