@@ -28,6 +28,9 @@ class Engine(Protocol):
     def queue(self, slots: np.ndarray, offsets: np.ndarray) -> None:
         """Start reads of bs bytes at offsets into the buffer slots (may defer the syscall)."""
 
+    def flush(self) -> None:
+        """Make sure what is queued has been submitted (no waiting)."""
+
     def reap(self, min_nr: int) -> tuple[np.ndarray, np.ndarray]:
         """Submit what is queued, wait for >= min_nr completions: (slots, results)."""
 
@@ -46,34 +49,44 @@ def request_limit(ctx: Context) -> int | None:
 
 
 class AsyncFileLoop:
+    """`depth` requests in flight over 2 x depth buffer slots.
+
+    The spare slots let a reaped batch be replaced by new requests *before*
+    its data is checked and its latencies recorded, so the device works on
+    the next batch while Python does the bookkeeping, instead of idling.
+    """
+
     def __init__(self, ctx: Context, role: Role, path: str, depth: int) -> None:
         opts = ctx.opts
         self.ctx, self.role, self.depth = ctx, role, depth
+        self.nslots = 2 * depth
         self.bs = opts.bs
         self.limit = request_limit(ctx)
         self.total_ops = self.limit
-        self.buf = libc.AlignedBuffer(depth, opts.bs)
+        self.buf = libc.AlignedBuffer(self.nslots, opts.bs)
         self.checker = BlockChecker(opts.bs, path, depth)
         self.offsets = OffsetStream(Offsets(opts.filesize, opts.bs, opts.rw, opts.seed))
-        self.slot_off = np.zeros(depth, dtype=np.uint64)
-        self.slot_t = np.zeros(depth, dtype=np.int64)
+        self.slot_off = np.zeros(self.nslots, dtype=np.uint64)
+        self.slot_t = np.zeros(self.nslots, dtype=np.int64)
         self.min_nr = min(opts.iodepth_batch_complete_min, depth)
 
     def run(self, engine: Engine) -> None:
         ctx, role, bs = self.ctx, self.role, self.bs
         clock, monotonic = time.perf_counter_ns, time.monotonic
         limit = self.limit if self.limit is not None else -1
-        blocks = self.buf.blocks
-        submitted = 0
-        inflight = 0
+        blocks, slot_off, slot_t = self.buf.blocks, self.slot_off, self.slot_t
+        # Free slots as a stack: free[:top] are free.
+        free = np.arange(self.nslots, dtype=np.int64)[::-1].copy()
+        top = self.nslots
         first = self.depth if limit < 0 else min(self.depth, limit)
-        slots = np.arange(first, dtype=np.int64)
+        slots = free[top - first : top].copy()
+        top -= first
         offs = self.offsets.take(first)
-        self.slot_off[slots] = offs
-        self.slot_t[slots] = clock()
+        slot_off[slots] = offs
+        slot_t[slots] = clock()
         engine.queue(slots, offs)
-        submitted += first
-        inflight += first
+        engine.flush()
+        submitted = inflight = first
         stopping = False
         progress = ctx.progress
         while inflight:
@@ -82,30 +95,32 @@ class AsyncFileLoop:
             k = len(done)
             if k == 0:
                 continue
-            if (res != bs).any():
-                bad = int(np.flatnonzero(res != bs)[0])
-                raise _failed(int(res[bad]), bs, int(self.slot_off[done[bad]]))
-            self.checker.check(blocks[done], self.slot_off[done])
-            role.lat.add_many(t - self.slot_t[done])
             inflight -= k
-            role.ops += k
-            role.bytes += k * bs
+            # Refill first: the device gets the next batch while we check this one.
             if not stopping:
                 now = monotonic()
                 stopping = ctx.expired(now)
                 progress.update(now, ctx.start, role.ops)
-            if stopping:
-                continue
-            n = k if limit < 0 else min(k, limit - submitted)
-            if n <= 0:
-                continue
-            again = done[:n]
-            offs = self.offsets.take(n)
-            self.slot_off[again] = offs
-            self.slot_t[again] = clock()
-            engine.queue(again, offs)
-            submitted += n
-            inflight += n
+            n = 0 if stopping else (k if limit < 0 else min(k, limit - submitted))
+            if n > 0:
+                again = free[top - n : top].copy()
+                top -= n
+                offs = self.offsets.take(n)
+                slot_off[again] = offs
+                slot_t[again] = clock()
+                engine.queue(again, offs)
+                engine.flush()
+                submitted += n
+                inflight += n
+            if (res != bs).any():
+                bad = int(np.flatnonzero(res != bs)[0])
+                raise _failed(int(res[bad]), bs, int(slot_off[done[bad]]))
+            self.checker.check(blocks[done], slot_off[done])
+            role.lat.add_many(t - slot_t[done])
+            role.ops += k
+            role.bytes += k * bs
+            free[top : top + k] = done
+            top += k
 
     def close(self) -> None:
         self.buf.close()

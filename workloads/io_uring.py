@@ -59,6 +59,9 @@ class UringFile:
             self._seq += n
         self.ring.publish(n)
 
+    def flush(self) -> None:
+        self.ring.enter(0)
+
     def reap(self, min_nr: int) -> tuple[np.ndarray, np.ndarray]:
         self.ring.enter(min_nr)
         c = self.ring.completions()

@@ -41,7 +41,7 @@ assert IOCB.itemsize == 64 and IO_EVENT.itemsize == 32
 
 
 class LinuxAio:
-    def __init__(self, fd: int, depth: int, buf_address: int, bs: int) -> None:
+    def __init__(self, fd: int, depth: int, nslots: int, buf_address: int, bs: int) -> None:
         nums = {
             n: libc.syscall_number(n)
             for n in ("io_setup", "io_submit", "io_getevents", "io_destroy")
@@ -60,14 +60,15 @@ class LinuxAio:
                 + (" (raise fs.aio-max-nr)" if err == 11 else "")
             )
         self.depth = depth
-        self.iocbs = np.zeros(depth, dtype=IOCB)
+        # One iocb per buffer slot (the loop uses more slots than requests in flight).
+        self.iocbs = np.zeros(nslots, dtype=IOCB)
         self.iocbs["opcode"] = IOCB_CMD_PREAD
         self.iocbs["fildes"] = fd
         self.iocbs["nbytes"] = bs
-        self.iocbs["data"] = np.arange(depth, dtype=np.uint64)
-        self.iocbs["buf"] = np.uint64(buf_address) + np.arange(depth, dtype=np.uint64) * np.uint64(
-            bs
-        )
+        self.iocbs["data"] = np.arange(nslots, dtype=np.uint64)
+        self.iocbs["buf"] = np.uint64(buf_address) + np.arange(
+            nslots, dtype=np.uint64
+        ) * np.uint64(bs)
         self._iocb_base = np.uint64(self.iocbs.ctypes.data)
         self._ptrs = np.zeros(depth, dtype=np.uint64)
         self._ptrs_addr = self._ptrs.ctypes.data
@@ -93,6 +94,9 @@ class LinuxAio:
                 raise OSError(err, f"io_submit: {os.strerror(err)}")
             n -= got
             addr += got * 8
+
+    def flush(self) -> None:
+        """Nothing to do: queue() already called io_submit."""
 
     def reap(self, min_nr: int) -> tuple[np.ndarray, np.ndarray]:
         while True:
@@ -124,7 +128,7 @@ class Libaio:
         role.fds = [fd]
         self.loop = AsyncFileLoop(ctx, role, df.path, depth)
         self.total_ops = self.loop.total_ops
-        self.aio = LinuxAio(fd, depth, self.loop.buf.address, opts.bs)
+        self.aio = LinuxAio(fd, depth, self.loop.nslots, self.loop.buf.address, opts.bs)
         self.role = role
 
     def run(self, ctx: Context) -> None:

@@ -30,31 +30,52 @@ def source_counts(opts: Options) -> dict[str, int | None]:
 
 
 class SourceThreads:
-    """One thread per source loop; the first failure stops the others and is re-raised."""
+    """One thread per source loop; the first failure stops the others and is re-raised.
+
+    A single source runs in the main thread instead (no thread at all, like
+    fio's psync job), reporting progress itself through `solo`.
+    """
 
     def __init__(self) -> None:
         self.go = threading.Event()
         self.stop = False
+        self.solo = False
+        """True when the one loop runs in the main thread and must update progress itself."""
+        self._loops: list[tuple[str, Callable[[], None]]] = []
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
 
     def add(self, name: str, loop: Callable[[], None]) -> None:
-        def body() -> None:
-            self.go.wait()
-            if self.stop:
-                return
-            try:
-                loop()
-            except BaseException as exc:  # handed to the main thread, re-raised there
-                if self._error is None:
-                    self._error = exc
-                self.stop = True
+        self._loops.append((name, loop))
 
-        t = threading.Thread(target=body, name=name, daemon=True)
-        t.start()
-        self._threads.append(t)
+    def start(self) -> None:
+        """Create the threads (parked until run()); call at the end of set-up."""
+        if len(self._loops) == 1:
+            self.solo = True
+            return
+        for name, loop in self._loops:
+            t = threading.Thread(target=self._body, args=(loop,), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _body(self, loop: Callable[[], None]) -> None:
+        self.go.wait()
+        if self.stop:
+            return
+        try:
+            loop()
+        except BaseException as exc:  # handed to the main thread, re-raised there
+            if self._error is None:
+                self._error = exc
+            self.stop = True
 
     def run(self, ctx: Context, ops: Callable[[], int]) -> None:
+        if self.solo:
+            try:
+                self._loops[0][1]()
+            finally:
+                self.stop = True
+            return
         self.go.set()
         try:
             for t in self._threads:

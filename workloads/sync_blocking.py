@@ -57,6 +57,8 @@ class StreamLoop:
             check(data)
             lat.add(t1 - t0)
             role.ops = done
+            if self.threads.solo:
+                ctx.progress.update(time.monotonic(), ctx.start, done)
             role.bytes += len(data)
 
 
@@ -106,6 +108,8 @@ class FileLoop:
             role.lat.add_many(np.array(lats[:n], dtype=np.int64))
             done += n
             role.ops = done
+            if self.threads.solo:
+                ctx.progress.update(time.monotonic(), ctx.start, done)
             role.bytes += n * bs
 
     def close(self) -> None:
@@ -144,6 +148,7 @@ class SyncBlocking:
             self.loops.append(file_loop)
             self.threads.add("file-reader", file_loop)
         # Report roles in a stable order: pipe, socket, file.
+        self.threads.start()
         ctx.roles.sort(key=lambda r: ("pipe", "socket", "file").index(r.name))
 
     def run(self, ctx: Context) -> None:

@@ -78,6 +78,8 @@ class SpinLoop:
                 done += 1
                 lat.add(t1 - t0)
                 role.ops = done
+                if self.threads.solo:
+                    ctx.progress.update(time.monotonic(), ctx.start, done)
                 role.bytes += len(data)
                 extra["eagain"] = eagain
                 if ctx.expired(monotonic()):
@@ -140,6 +142,8 @@ class NowaitFileLoop:
                 role.lat.add_many(np.array(lats[:n], dtype=np.int64))
                 done += n
                 role.ops = done
+                if self.threads.solo:
+                    ctx.progress.update(time.monotonic(), ctx.start, done)
                 role.bytes += n * bs
                 role.extra["fallbacks"] = fallbacks
         finally:
@@ -170,6 +174,7 @@ class SyncNonblocking:
             )
         if file_loop is not None:
             self.threads.add("file-reader", file_loop)
+        self.threads.start()
         ctx.roles.sort(key=lambda r: ("pipe", "socket", "file").index(r.name))
 
     def run(self, ctx: Context) -> None:

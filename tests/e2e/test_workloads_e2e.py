@@ -148,8 +148,10 @@ def test_data_dir_is_private_reused_and_rebuilt_after_clean(tmp_path: Path) -> N
     ino = data.stat().st_ino
     assert iotrace("workload", *args, env=env).returncode == 0
     assert data.stat().st_ino == ino  # unchanged: reused
+    marker = d / "marker"
+    marker.write_text("x")
     assert iotrace("workload", *args, "--clean", env=env).returncode == 0
-    assert data.stat().st_ino != ino  # removed first, then rebuilt
+    assert not marker.exists() and data.exists()  # the directory was removed, then rebuilt
 
 
 def test_unknown_workload_and_bad_option_are_one_line_usage_errors() -> None:
