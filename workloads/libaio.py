@@ -66,9 +66,9 @@ class LinuxAio:
         self.iocbs["fildes"] = fd
         self.iocbs["nbytes"] = bs
         self.iocbs["data"] = np.arange(nslots, dtype=np.uint64)
-        self.iocbs["buf"] = np.uint64(buf_address) + np.arange(
-            nslots, dtype=np.uint64
-        ) * np.uint64(bs)
+        self.iocbs["buf"] = np.uint64(buf_address) + np.arange(nslots, dtype=np.uint64) * np.uint64(
+            bs
+        )
         self._iocb_base = np.uint64(self.iocbs.ctypes.data)
         self._ptrs = np.zeros(depth, dtype=np.uint64)
         self._ptrs_addr = self._ptrs.ctypes.data
