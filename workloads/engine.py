@@ -23,7 +23,13 @@ import numpy as np
 from iotrace.workloads import datafile, producer
 from iotrace.workloads.measure import LatencyLog, Progress, Role, build_result, cpu_seconds
 from iotrace.workloads.options import Options, help_text, parse
-from iotrace.workloads.registry import COMMON_OPTIONS, DEFAULT_RUNTIME_S, WorkloadSpec, get
+from iotrace.workloads.registry import (
+    COMMON_OPTIONS,
+    DEFAULT_IODEPTH,
+    DEFAULT_RUNTIME_S,
+    WorkloadSpec,
+    get,
+)
 
 from iotrace.errors import UsageError
 
@@ -61,6 +67,10 @@ class Context:
         r = Role(name)
         self.roles.append(r)
         return r
+
+    def direct(self) -> bool:
+        """O_DIRECT for the data file: --direct, else the workload's default."""
+        return self.opts.direct if self.opts.direct is not None else self.spec.direct_default
 
     def data_dir(self) -> str:
         if self._data_dir is None:
@@ -153,6 +163,10 @@ def settings_of(spec: WorkloadSpec, opts: Options, runtime: float | None) -> dic
         if name in ("bs",):
             continue
         value = runtime if name == "runtime" else getattr(opts, name, None)
+        if name == "direct" and value is None:
+            value = spec.direct_default
+        if name == "iodepth" and value is None:
+            value = DEFAULT_IODEPTH
         if value is not None:
             s[name] = value
     return s

@@ -19,6 +19,7 @@ from iotrace.workloads.asyncfile import AsyncFileLoop, request_limit
 from iotrace.workloads.datafile import StreamChecker, drop_cache
 from iotrace.workloads.engine import Context
 from iotrace.workloads.measure import Role
+from iotrace.workloads.registry import DEFAULT_IODEPTH
 from iotrace.workloads.uring import IORING_OP_READ, IORING_OP_RECV, IOSQE_ASYNC, Ring
 
 from iotrace.errors import WorkloadError
@@ -74,8 +75,8 @@ class UringFile:
 class UringFileWorkload:
     def __init__(self, ctx: Context, buffered: bool) -> None:
         opts = ctx.opts
-        depth = opts.iodepth or 32
-        direct = opts.direct if opts.direct is not None else not buffered
+        depth = opts.iodepth or DEFAULT_IODEPTH
+        direct = ctx.direct()
         fd, df = ctx.open_data_file(direct)
         if not direct:
             # Start cold, so reads really wait for the disk instead of copying from cache.

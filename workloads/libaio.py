@@ -17,6 +17,7 @@ from iotrace.workloads import libc
 from iotrace.workloads.asyncfile import AsyncFileLoop
 from iotrace.workloads.datafile import Unavailable
 from iotrace.workloads.engine import Context
+from iotrace.workloads.registry import DEFAULT_IODEPTH
 
 IOCB_CMD_PREAD = 0
 
@@ -121,8 +122,8 @@ class LinuxAio:
 class Libaio:
     def __init__(self, ctx: Context) -> None:
         opts = ctx.opts
-        depth = opts.iodepth or 32
-        direct = opts.direct if opts.direct is not None else True
+        depth = opts.iodepth or DEFAULT_IODEPTH
+        direct = ctx.direct()
         fd, df = ctx.open_data_file(direct)
         role = ctx.role("file")
         role.fds = [fd]

@@ -22,6 +22,7 @@ from iotrace.workloads.asyncfile import _failed, request_limit
 from iotrace.workloads.datafile import BlockChecker
 from iotrace.workloads.engine import Context
 from iotrace.workloads.offsets import Offsets, OffsetStream
+from iotrace.workloads.registry import DEFAULT_IODEPTH
 
 from iotrace.errors import WorkloadError
 
@@ -50,8 +51,8 @@ AIOCB = np.dtype(
 class PosixAio:
     def __init__(self, ctx: Context) -> None:
         opts = ctx.opts
-        self.depth = opts.iodepth or 32
-        direct = opts.direct if opts.direct is not None else True
+        self.depth = opts.iodepth or DEFAULT_IODEPTH
+        direct = ctx.direct()
         fd, df = ctx.open_data_file(direct)
         self.role = ctx.role("file")
         self.role.fds = [fd]

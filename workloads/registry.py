@@ -15,6 +15,9 @@ from iotrace.events import MODELS, SYSCALL_BY_NAME
 DEFAULT_RUNTIME_S = 15.0
 """How long a workload runs when neither a duration nor a count bounds it."""
 
+DEFAULT_IODEPTH = 32
+"""Requests in flight for the asynchronous file workloads unless --iodepth says otherwise."""
+
 # Options every workload accepts (see iotrace.workloads.options).
 COMMON_OPTIONS = frozenset({"runtime", "seed", "directory", "clean", "output_format", "bs"})
 _FILE = frozenset({"filesize", "rw", "direct"})
@@ -39,6 +42,8 @@ class WorkloadSpec:
     """Option names (Options fields) this workload uses besides COMMON_OPTIONS."""
     counts: str = field(default="", compare=False)
     """What a count option guarantees, for tests and the README."""
+    direct_default: bool = field(default=True, compare=False)
+    """File workloads: O_DIRECT unless --direct 0 (page-cache workloads default to 0)."""
 
 
 _SPECS: tuple[WorkloadSpec, ...] = (
@@ -63,6 +68,7 @@ _SPECS: tuple[WorkloadSpec, ...] = (
         options=_FILE | _PACED | {"pipe_reads", "socket_reads", "file_reads", "backoff"},
         counts="--pipe-reads/--socket-reads N: exactly N read() that return data (any number "
         "return EAGAIN); --file-reads N: exactly N preadv2(), plus one pread64() per EAGAIN",
+        direct_default=False,
     ),
     WorkloadSpec(
         "select",
@@ -123,6 +129,7 @@ _SPECS: tuple[WorkloadSpec, ...] = (
         module="io_uring",
         options=_FILE | _COUNTED | _ASYNC | {"force_async"},
         counts="--number-ios N: exactly N read requests, each completed once",
+        direct_default=False,
     ),
     WorkloadSpec(
         "io_uring-socket",

@@ -133,7 +133,7 @@ class SyncBlocking:
         channels = [ctx.open_channel(r) for r in stream_roles]
         file_loop = None
         if "file" in counts:
-            direct = ctx.opts.direct if ctx.opts.direct is not None else True
+            direct = ctx.direct()
             fd, df = ctx.open_data_file(direct)
             role = ctx.role("file")
             role.fds = [fd]

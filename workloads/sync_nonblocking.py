@@ -158,7 +158,7 @@ class SyncNonblocking:
         channels = [ctx.open_channel(r) for r in ("pipe", "socket") if r in counts]
         file_loop = None
         if "file" in counts:
-            direct = ctx.opts.direct if ctx.opts.direct is not None else False
+            direct = ctx.direct()
             fd, df = ctx.open_data_file(direct)
             if not direct:
                 drop_cache(fd, df.size)
