@@ -584,9 +584,13 @@ def _families(sc: pd.DataFrame) -> dict[str, dict[str, Any]]:
             "errors": int((ret < 0).sum()),
             "eagain": int(g["eagain"].sum()),
             "latency_us": percentiles_us(g["dur_ns"].to_numpy()),
-            "off_cpu_share": round(
-                float(g["off_cpu_ns"].sum()) / max(int(g["dur_ns"].sum()), 1), 3
+            # Share of the time inside these calls spent asleep (off CPU, not runnable),
+            # the same measure as the process's BLOCK%.
+            "asleep_share": round(
+                float((g["off_cpu_ns"] - g["runq_ns"]).sum()) / max(int(g["dur_ns"].sum()), 1),
+                3,
             ),
+            "runq_share": round(float(g["runq_ns"].sum()) / max(int(g["dur_ns"].sum()), 1), 3),
         }
     return out
 

@@ -38,8 +38,11 @@ def fmt_us(v: float | None) -> str:
 
 
 def fmt_count(n: int | float | None) -> str:
+    """A count that fits its column: 999,999 then 1.23M."""
     if n is None:
         return "-"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
     return f"{int(n):,}"
 
 
@@ -148,7 +151,7 @@ def _process_lines(s: Summary, width: int) -> list[str]:
         top = sorted(s.families.items(), key=lambda kv: -kv[1]["calls"])[:8]
         for name, f in top:
             fl = f["latency_us"]
-            share = f["off_cpu_share"] if f["calls"] else None
+            share = f["asleep_share"] if f["calls"] else None
             lines.append(
                 _row(
                     (
@@ -205,7 +208,7 @@ def render_text(a: Analysis, width: int = 80) -> str:
                 placeholder="...",
             )
         )
-    lines = [*head, lost_line(a)]
+    lines = [*head, *textwrap.wrap(lost_line(a), width=width - 1, subsequent_indent="  ")]
     if a.write_error:
         lines += textwrap.wrap(f"NOTE: recording stopped early: {a.write_error}", width=width - 1)
     for label, key in (("unmatched", a.unmatched), ("tracer counters", a.evicted)):
@@ -283,8 +286,11 @@ def _highlight(text: str) -> str:
     if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
         return text
     out = []
+    alarm = False
     for line in text.splitlines(keepends=True):
-        if line.startswith(("LOST EVENTS", "NOTE:")) or "= ! " in line:
+        # A wrapped notice continues on lines indented by two spaces.
+        alarm = line.startswith(("LOST EVENTS", "NOTE:")) or (alarm and line.startswith("  "))
+        if alarm or "= ! " in line:
             out.append(f"\x1b[1;31m{line.rstrip(chr(10))}\x1b[0m\n")
         else:
             out.append(line)
