@@ -150,7 +150,8 @@ def classify(a: Activity) -> Label:
         nreq = reqs[api]
         if api == "posix-aio":
             how = (
-                f"; glibc ran them as {n_data} blocking calls on {a.helper_threads} helper threads"
+                f"; glibc ran them as {sum(a.helper_calls.values())} blocking calls on "
+                f"{a.helper_threads} helper thread(s)"
                 if a.helper_threads
                 else ""
             )
