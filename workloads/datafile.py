@@ -240,10 +240,8 @@ def clean(home: str | None, uid: int | None = None) -> list[str]:
     uid = os.geteuid() if uid is None else uid
     removed = []
     for path in candidate_dirs(home, uid):
-        if os.path.isdir(path) and not os.path.islink(path):
-            st = os.lstat(path)
-            if st.st_uid != uid and os.geteuid() != 0:
-                continue
+        # Only that user's own directory, even when root cleans for them.
+        if os.path.isdir(path) and not os.path.islink(path) and os.lstat(path).st_uid == uid:
             shutil.rmtree(path)
             removed.append(path)
     return removed

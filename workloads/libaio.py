@@ -70,12 +70,17 @@ class LinuxAio:
         self.iocbs["buf"] = np.uint64(buf_address) + np.arange(nslots, dtype=np.uint64) * np.uint64(
             bs
         )
-        self._iocb_base = np.uint64(self.iocbs.ctypes.data)
+        # The iocb pointer of each slot, gathered into _ptrs for io_submit.
+        self._slot_ptr = np.uint64(self.iocbs.ctypes.data) + np.arange(
+            nslots, dtype=np.uint64
+        ) * np.uint64(IOCB.itemsize)
         self._ptrs = np.zeros(depth, dtype=np.uint64)
         self._ptrs_addr = self._ptrs.ctypes.data
         self._events = np.zeros(depth, dtype=IO_EVENT)
         self._events_addr = self._events.ctypes.data
         self._offset_col = self.iocbs["offset"]
+        self._ev_data = self._events["data"].view(np.int64)
+        self._ev_res = self._events["res"]
         self._ctx = self.ctx_id.value
         self.submits = 0
         self.getevents = 0
@@ -83,7 +88,7 @@ class LinuxAio:
     def queue(self, slots: np.ndarray, offsets: np.ndarray) -> None:
         n = len(slots)
         self._offset_col[slots] = offsets
-        self._ptrs[:n] = self._iocb_base + slots.astype(np.uint64) * np.uint64(64)
+        np.take(self._slot_ptr, slots, out=self._ptrs[:n])
         addr = self._ptrs_addr
         while n:
             got = libc.syscall(self._nr_submit, self._ctx, n, addr, 0, 0, 0)
@@ -110,8 +115,8 @@ class LinuxAio:
             err = libc.errno_now()
             if err != 4:
                 raise OSError(err, f"io_getevents: {os.strerror(err)}")
-        ev = self._events[:got]
-        return ev["data"].astype(np.int64), ev["res"]
+        # Views into the events buffer: the caller uses them before the next reap.
+        return self._ev_data[:got], self._ev_res[:got]
 
     def close(self) -> None:
         if self._ctx:
