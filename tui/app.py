@@ -66,6 +66,12 @@ class DashboardApp(App[None]):
         assert isinstance(screen, DashboardScreen)
         return screen
 
+    def _live_dashboard(self) -> DashboardScreen | None:
+        """The main screen, or None while the app is starting or shutting down."""
+        if not self.screen_stack or not isinstance(self.screen_stack[0], DashboardScreen):
+            return None
+        return self.screen_stack[0]
+
     def on_mount(self) -> None:
         self._thread = threading.Thread(
             target=self._drain, name="iotrace-dashboard-drain", daemon=True
@@ -74,9 +80,11 @@ class DashboardApp(App[None]):
         self.set_interval(1 / self.redraw_hz, self._tick)
 
     def _tick(self) -> None:
+        dash = self._live_dashboard()
         # NoMatches: the screen is being torn down (quitting).
         with contextlib.suppress(NoMatches):
-            self.get_default_screen_instance().tick()
+            if dash is not None:
+                dash.tick()
 
     def _post_snapshot(self) -> None:
         self.snapshots_posted += 1
@@ -112,18 +120,21 @@ class DashboardApp(App[None]):
             self.source_done.set()
 
     def on_snapshot_taken(self, message: SnapshotTaken) -> None:
-        with contextlib.suppress(NoMatches):  # quitting
-            self.get_default_screen_instance().take(message.snapshot)
+        dash = self._live_dashboard()
+        if dash is not None:
+            dash.take(message.snapshot)
 
     def on_source_ended(self, message: SourceEnded) -> None:
-        with contextlib.suppress(NoMatches):  # quitting
-            self.get_default_screen_instance().source_ended()
+        dash = self._live_dashboard()
+        if dash is not None:
+            dash.source_ended()
 
     def on_source_failed(self, message: SourceFailed) -> None:
         self.error = message.error
         self.notify(message.error, title="the event source failed", severity="error", timeout=30)
-        with contextlib.suppress(NoMatches):  # quitting
-            self.get_default_screen_instance().source_ended()
+        dash = self._live_dashboard()
+        if dash is not None:
+            dash.source_ended()
 
     def on_unmount(self) -> None:
         self._stop.set()

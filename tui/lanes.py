@@ -211,7 +211,6 @@ class FrameData:
     """tid -> state per cell (uint8)."""
     requests: dict[int, RequestBars] = field(default_factory=dict)
     lost: np.ndarray | None = None
-    events_in_view: int = 0
 
 
 def lost_cells(
@@ -356,7 +355,6 @@ def compute(
                     c = {k: v[m] for k, v in c.items()}
                 hit = _Cached(key, ca, _paint(c, tids, ca, cb - ca, cell))
                 _CACHE[chunk] = hit
-                frame.events_in_view += len(c["ts_ns"])
             lo, hi = max(ca, a0), min(cb, a0 + ncells)
             if hi > lo:
                 acc[:, :, lo - a0 : hi - a0] += hit.cov[:, :, lo - ca : hi - ca]
@@ -369,7 +367,6 @@ def compute(
                 m &= ef.mask(cols)
             c = {k: v[m] for k, v in cols.items()}
             acc += _paint(c, tids, a0, ncells, cell)
-            frame.events_in_view += int(m.sum())
 
     if ef is None:
         # Alive span per lane; user = alive - everything else.

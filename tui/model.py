@@ -220,7 +220,6 @@ class Store:
         self.evicted = 0
         """Events dropped from memory (oldest first) to stay under max_events."""
         self.evicted_until_ns = 0
-        self.total = 0
 
     def __len__(self) -> int:
         return sum(c.n for c in list(self._chunks))
@@ -268,7 +267,6 @@ class Store:
             c.max_t = max(c.max_t, int(top.max()))
             # Publish the length last: a reader sees whole rows or none.
             c.n += take
-            self.total += take
             start += take
 
     def _evict(self) -> None:
@@ -276,28 +274,6 @@ class Store:
             old = self._chunks.pop(0)
             self.evicted += old.n
             self.evicted_until_ns = max(self.evicted_until_ns, old.max_t)
-
-    def query(self, t0: int, t1: int) -> dict[str, np.ndarray]:
-        """Columns of every stored event that overlaps [t0, t1]."""
-        parts: list[dict[str, np.ndarray]] = []
-        for c in list(self._chunks):
-            n = c.n
-            if n == 0 or c.min_ts > t1 or c.max_t < t0:
-                continue
-            ts = c.cols["ts_ns"][:n]
-            top = np.maximum(c.cols["end_ns"][:n], c.cols["kdone_ns"][:n])
-            m = (ts <= t1) & (np.maximum(top, ts) >= t0)
-            if m.all():
-                parts.append({name: c.cols[name][:n] for name, _ in STORE_COLUMNS})
-            else:
-                idx = np.flatnonzero(m)
-                if len(idx):
-                    parts.append({name: c.cols[name][idx] for name, _ in STORE_COLUMNS})
-        if not parts:
-            return {name: np.zeros(0, dtype=t) for name, t in STORE_COLUMNS}
-        if len(parts) == 1:
-            return parts[0]
-        return {name: np.concatenate([p[name] for p in parts]) for name, _ in STORE_COLUMNS}
 
     def chunks_overlapping(self, t0: int, t1: int) -> list[tuple[Any, int, dict[str, np.ndarray]]]:
         """(chunk, rows, columns) of each chunk that may hold events overlapping [t0, t1],
@@ -444,10 +420,6 @@ class _RowAcc:
     tids: set[int] = field(default_factory=set)
     window: deque[_Window] = field(default_factory=deque)
     rate: deque[tuple[int, int]] = field(default_factory=deque)
-
-    @property
-    def n_requests(self) -> int:
-        return sum(self.requests.values()) if self.requests else self.sync_requests
 
 
 def _grouped_spans(tid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -7,11 +7,14 @@ import functools
 
 import numpy as np
 from iotrace.tui import lanes as L
+from iotrace.tui.app import make_app
 from iotrace.tui.messages import SnapshotTaken
 from iotrace.tui.screens.dashboard import DEFAULT_SPAN_NS
 from iotrace.tui.screens.modals import KEYS, DetailScreen, FilterScreen, HelpScreen
 from iotrace.tui.widgets.scoreboard import Scoreboard
 from iotrace.tui.widgets.timeline import Timeline
+
+from iotrace.errors import IotraceError
 
 SIZE = (160, 48)
 
@@ -260,3 +263,31 @@ async def test_snapshots_are_replaceable_messages(ended_app, settle):
     snaps = [m for m in seen if isinstance(m, SnapshotTaken)]
     assert snaps and snaps[-1].snapshot.finished
     assert snaps[0].can_replace(snaps[-1])
+
+
+class _FailingSource:
+    path = None
+    live = True
+
+    def __init__(self):
+        self.meta = {}
+
+    def read(self, timeout):
+        raise IotraceError("the ring buffer went away")
+
+    def stop(self):
+        pass
+
+
+@sync
+async def test_a_failing_source_is_a_notice_not_a_traceback():
+    app = make_app(_FailingSource(), clock=lambda: 0)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            if app.error:
+                break
+            await asyncio.sleep(0.02)
+        await pilot.pause()
+        assert app.error == "the ring buffer went away"
+        assert any("ring buffer went away" in str(n.message) for n in app._notifications)
+        assert app.dashboard.ended

@@ -167,10 +167,10 @@ def test_calls_in_words():
     c = _call(
         "pread64", 0, 212_000, 4096, fd=5, size=4096, offset=int(1.2 * gib), off_cpu_ns=198_000
     )
-    words = describe({k: int(c[k][0]) for k in c.dtype.names})
+    words = describe({k: int(c[k][0]) for k in EVENT_DTYPE.names or ()})
     assert words == "pread64 fd 5, 4 KiB at offset 1.2 GiB: got 4 KiB in 212 us, 198 us asleep"
     c = _call("read", 0, 850, -EAGAIN, fd=3, size=4096)
-    assert describe({k: int(c[k][0]) for k in c.dtype.names}) == (
+    assert describe({k: int(c[k][0]) for k in EVENT_DTYPE.names or ()}) == (
         "read fd 3, 4 KiB: -EAGAIN after 850 ns (no data yet; the loop retries)"
     )
 
