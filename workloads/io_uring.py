@@ -2,9 +2,11 @@
 cache, started cold, every 2nd request forced to an io-wq worker by default)
 and `io_uring-socket` (recv on paced sockets).
 
-Every batch of completed slots is refilled as SQEs and submitted by the same
-`io_uring_enter` that waits for the next completions, so one syscall per batch
-carries both directions. `--force_async N` marks every Nth request
+File reads: a reaped batch is refilled as SQEs and submitted at once by one
+`io_uring_enter(to_submit=n)` (as fio does), then the data of the reaped batch
+is checked while the device works, and the next `io_uring_enter(min_complete)`
+waits; completions are read from the CQ ring, not from the syscall. Sockets
+submit and wait in the same call. `--force_async N` marks every Nth request
 IOSQE_ASYNC, which sends it to an io-wq kernel worker (fio's option of the
 same name).
 """

@@ -114,7 +114,7 @@ _SPECS: tuple[WorkloadSpec, ...] = (
         "io_uring",
         "async-nonblocking",
         "io_uring",
-        "io_uring reads of an O_DIRECT file, depth 32, submit+reap in one io_uring_enter()",
+        "io_uring reads of an O_DIRECT file, depth 32: io_uring_enter() submits and waits",
         ("io_uring_enter",),
         module="io_uring",
         options=_FILE | _COUNTED | _ASYNC | {"force_async"},
