@@ -234,6 +234,7 @@ def test_builtin_workload_is_classified_and_latency_agrees(name: str, tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr
     t = session.load(out)
+    assert t.footer is not None, t.damage
     result = t.footer["results"][name]
     assert "error" not in result, result
     a = analysis.analyze(t)

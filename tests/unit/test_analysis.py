@@ -41,7 +41,7 @@ def test_sync_blocking_counts_every_call_as_a_request(tmp_path: Path) -> None:
     assert s.requests["latency_us"]["max"] == 20_000.0
     assert s.requests["syscalls_per_request"] == 1.0
     # Asleep in the reads almost all the time; never in a multiplexer.
-    assert s.time_share["blocked_io"] > 0.95
+    assert (s.time_share["blocked_io"] or 0) > 0.95
     assert s.time_share["mux_wait"] == 0.0
 
 
@@ -64,7 +64,7 @@ def test_multiplexed_request_starts_at_the_wait(tmp_path: Path, mux: str) -> Non
     # From the start of the wait that found the fd ready: 10 ms + 1 us gap + 4 us read.
     lat = s.requests["latency_us"]
     assert lat["p50"] == lat["max"] == 10_005.0
-    assert s.time_share["mux_wait"] > 0.95
+    assert (s.time_share["mux_wait"] or 0) > 0.95
     assert s.batch["ready_per_mux_call"] == {"calls": 19, "mean": 1.0, "max": 1}
 
 
@@ -181,11 +181,10 @@ def test_reads_after_one_wait_share_its_start_and_trailing_eagain_is_ignored(
     assert s.label.model == "async-blocking"
     assert s.requests["count"] == 6
     reqs = analysis.frames(trace).requests
-    by_fd = reqs.groupby("fd")["latency_ns"].agg(["min", "max"])
+    lat = {int(str(fd)): set(g.tolist()) for fd, g in reqs.groupby("fd")["latency_ns"]}
     # Both measured from the wait's start; the EAGAIN that ended the previous round
     # does not stretch the next request back to it.
-    assert by_fd.loc[3].tolist() == [5 * MS + 2 * US] * 2
-    assert by_fd.loc[4].tolist() == [5 * MS + 5 * US] * 2
+    assert lat == {3: {5 * MS + 2 * US}, 4: {5 * MS + 5 * US}}
 
 
 def test_io_uring_completion_posted_in_user_space_is_not_pushed_to_the_next_enter(
