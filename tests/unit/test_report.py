@@ -175,3 +175,13 @@ def test_tracer_counters_as_the_tracer_writes_them(tmp_path: Path) -> None:
     text = report.render_text(a)
     assert "unmatched: pread64 enter without exit 1, read exit without enter 3" in text
     assert "tracer counters: aio_map_full 2" in text
+
+
+def test_a_trace_with_no_records_reports_and_exports(tmp_path: Path, capsys) -> None:
+    path = TraceBuilder().write(tmp_path / "empty.trace")
+    assert main(["report", str(path)]) == 0
+    assert "no I/O system calls were recorded" in capsys.readouterr().out
+    assert main(["report", str(path), "--json", "--html", str(tmp_path / "e.html")]) == 0
+    assert json.loads(capsys.readouterr().out)["processes"] == []
+    for fmt in ("parquet", "csv", "jsonl", "perfetto"):
+        assert main(["export", str(path), "--format", fmt, "-o", str(tmp_path / f"e.{fmt}")]) == 0
