@@ -32,6 +32,8 @@ from iotrace.errors import (
     UsageError,
 )
 
+SUMMARY_MAX_EVENTS = 1_000_000
+"""Above this, the end of a run prints counts only (see _summarise)."""
 CAP_PERFMON = 38
 CAP_BPF = 39
 
@@ -99,7 +101,10 @@ class _Stop:
         self.signum = 0
 
     def __call__(self, signum: int, _frame: object) -> None:
-        self.signum = signum
+        # The first signal decides the exit status; later ones (a second
+        # Ctrl-C while saving) change nothing: saving always completes.
+        if not self.signum:
+            self.signum = signum
         self.event.set()
 
     @contextlib.contextmanager
@@ -378,8 +383,6 @@ def _record(
             t.release()
         _announce(targets, args, out, use_tui)
         if use_tui:
-            from iotrace.tui.app import run_dashboard
-
             # The dashboard returns when the user quits; targets that are
             # still running are stopped below, like after Ctrl-C.
             watcher = threading.Thread(
@@ -388,7 +391,7 @@ def _record(
                 daemon=True,
             )
             watcher.start()
-            run_dashboard(source, title=" ".join(t.label for t in targets))
+            _dashboard(source, " ".join(t.label for t in targets), stopper)
         else:
             _wait_targets(targets, args.duration, stopper, source)
         if source.error and not stopper.event.is_set():
@@ -399,7 +402,15 @@ def _record(
     assert writer is not None and source is not None
     if source.error and source.error != write_failed:
         print(f"iotrace: {source.error}", file=sys.stderr)
-    return _summarise(out, writer, results, stopper, command, reported=bool(write_failed))
+    return _summarise(
+        out,
+        writer,
+        results,
+        stopper,
+        command,
+        lost=source.lost_total,
+        reported=bool(write_failed),
+    )
 
 
 def _after_write_failure(
@@ -423,6 +434,33 @@ def _after_write_failure(
             file=sys.stderr,
         )
         _wait_targets(targets, None, stopper, None)
+
+
+def _dashboard(source: Any, title: str, stopper: _Stop) -> None:
+    """The dashboard until the user quits it, or until SIGTERM/SIGHUP (the
+    terminal closed, a kill): without this, a closed terminal would leave the
+    dashboard running for ever on a dead tty, and the probes attached."""
+    from iotrace.tui.app import make_app
+
+    app = make_app(source, title=title)
+    done = threading.Event()
+
+    def quit_on_signal() -> None:
+        stopper.event.wait()
+        while not done.is_set():
+            try:
+                app.call_from_thread(app.exit)
+                return
+            except Exception:  # not running yet, or already gone
+                done.wait(0.05)
+
+    threading.Thread(target=quit_on_signal, name="iotrace-stop", daemon=True).start()
+    try:
+        app.run()
+    finally:
+        done.set()
+    if app.error:
+        raise IotraceError(app.error)
 
 
 def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: bool) -> None:
@@ -495,14 +533,22 @@ def _summarise(
     stopper: _Stop,
     command: str,
     *,
+    lost: int = 0,
     reported: bool = False,
 ) -> int:
     from iotrace import report
 
     if writer.error and not reported:
         print(f"iotrace: {writer.error}", file=sys.stderr)
-    trace = session.load(out)
-    print(report.summary_text(trace))
+    if writer.events_written <= SUMMARY_MAX_EVENTS:
+        print(report.summary_text(session.load(out)))
+    else:
+        # Analysing the whole trace costs ~1 KB of memory per event: after a
+        # long run, ending promptly matters more than the table.
+        print(
+            f"{writer.events_written:,} events, lost events: {lost:,}; "
+            f"for the summary run 'iotrace report {out}'"
+        )
     print(f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)")
     if writer.error:
         return EXIT_IO

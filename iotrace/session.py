@@ -44,6 +44,8 @@ _CHUNK: Final = struct.Struct("<4sHHQQII")
 CODEC_NONE: Final = 0
 CODEC_ZSTD: Final = 1
 
+_TAG_BYTES: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!_")
+"""What a chunk tag is made of, now and in newer minor versions."""
 MAX_JSON_BYTES: Final = 16 << 20
 MAX_EVENTS_CHUNK_BYTES: Final = 64 << 20
 """Caps that bound the memory a damaged or crafted file can make a reader allocate."""
@@ -322,6 +324,10 @@ def _next_chunk(f: IO[bytes]) -> tuple[bytes, int, bytes, int] | str | None:
     if len(head) < _CHUNK.size:
         return "cut short inside a chunk header"
     tag, codec, _, stored_len, raw_len, crc, _ = _CHUNK.unpack(head)
+    if not _TAG_BYTES.issuperset(tag):
+        # Zeros (a sparse or zero-filled file) would otherwise pass as empty
+        # chunks with a valid checksum, 32 bytes at a time, for ever.
+        return f"not a chunk (tag {tag!r})"
     cap = MAX_EVENTS_CHUNK_BYTES if tag == b"EVTS" else MAX_JSON_BYTES
     if stored_len > cap or raw_len > cap:
         return f"a {tag!r} chunk claims {max(stored_len, raw_len)} bytes, over the {cap} cap"
