@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -45,9 +46,10 @@ async def _wait(cond: Callable[[], bool], timeout: float = 120.0) -> float:
     return time.perf_counter() - t0
 
 
-def _frame_ms(app: DashboardApp, repeat: int, *, cold: bool = False) -> list[float]:
+def _frame_ms(app: DashboardApp, repeat: int, *, cold: str = "") -> list[float]:
     """Recompute the timeline frame and render every line of it, `repeat` times.
-    cold: forget the per-chunk cells first (the first frame after a zoom)."""
+    cold="zoom": forget the cells painted for earlier views (a new zoom level);
+    cold="first": also forget the 5 ms base cells (nothing painted yet)."""
     dash = app.dashboard
     tl = dash.query_one(Timeline)
     out = []
@@ -55,6 +57,8 @@ def _frame_ms(app: DashboardApp, repeat: int, *, cold: bool = False) -> list[flo
         dash._view_key = ()
         if cold:
             lanes._CACHE.clear()
+        if cold == "first":
+            lanes._BASE.clear()
         t0 = time.perf_counter()
         dash.tick()
         list(tl.render_lines(Region(0, 0, tl.size.width, tl.size.height)))
@@ -72,30 +76,36 @@ async def frame_time(n_events: int, repeat: int) -> None:
         await _wait(lambda: app.dashboard.snapshot is not None and app.dashboard.snapshot.finished)
         await pilot.pause()
         follow = _frame_ms(app, repeat)
-        follow_cold = _frame_ms(app, max(repeat // 4, 3), cold=True)
+        follow_zoom = _frame_ms(app, repeat, cold="zoom")
+        follow_first = _frame_ms(app, max(repeat // 4, 3), cold="first")
         await pilot.press("a")
         fit = _frame_ms(app, repeat)
-        fit_cold = _frame_ms(app, max(repeat // 4, 3), cold=True)
+        fit_zoom = _frame_ms(app, repeat, cold="zoom")
+        fit_first = _frame_ms(app, max(repeat // 4, 3), cold="first")
         store = app.aggregator.store
         print(
-            f"frame time, {n:,} events recorded, {SIZE[0]}x{SIZE[1]} "
-            "(warm: sealed chunks' cells cached, as while following; cold: after a zoom):"
+            f"frame time, {n:,} events recorded, {SIZE[0]}x{SIZE[1]}, load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (warm: as while following; "
+            "new zoom: a new cell size; first: nothing painted yet):"
         )
         print(f"  drain+aggregate with the UI running: {n / t_ingest / 1e6:.2f} M events/s")
         whole = f"{(trace.t1_ns - trace.t0_ns) / 1e9:.0f} s"
         for name, ms, shown in (
             ("last 10 s, warm", follow, "10 s"),
-            ("last 10 s, cold", follow_cold, "10 s"),
+            ("last 10 s, new zoom", follow_zoom, "10 s"),
+            ("last 10 s, first", follow_first, "10 s"),
             ("whole trace, warm", fit, whole),
-            ("whole trace, cold", fit_cold, whole),
+            ("whole trace, new zoom", fit_zoom, whole),
+            ("whole trace, first", fit_first, whole),
         ):
             print(
-                f"  {name:<20} span {shown:>5}: median {statistics.median(ms):6.1f} ms,"
+                f"  {name:<22} span {shown:>5}: median {statistics.median(ms):6.1f} ms,"
                 f" max {max(ms):6.1f} ms over {len(ms)} frames (target < 50 ms)"
             )
         print(
             f"  store: {store.nbytes / len(store):.1f} bytes/event allocated "
-            f"({BYTES_PER_EVENT} per stored row; records are 104) (target < 100)"
+            f"({BYTES_PER_EVENT} per stored row; records are 104) (target < 100); "
+            f"painted cells {lanes.cache_nbytes() / len(store):.1f} bytes/event more"
         )
 
 
@@ -131,7 +141,8 @@ async def first_frame(n_events: int) -> None:
         print(f"  frame over the whole range: median {statistics.median(fit):.1f} ms")
         print(
             f"  store: {len(store):,} events in {store.nbytes / 2**20:.0f} MiB = "
-            f"{store.nbytes / len(store):.1f} bytes/event (target < 100)"
+            f"{store.nbytes / len(store):.1f} bytes/event (target < 100), "
+            f"painted cells {lanes.cache_nbytes() / len(store):.1f} bytes/event more"
         )
 
 

@@ -312,10 +312,68 @@ _CACHE: weakref.WeakKeyDictionary[object, _Cached] = weakref.WeakKeyDictionary()
 _CACHE_MAX_CELLS: Final = 8192
 
 
+BASE_CELL_NS: Final = 5_000_000
+"""Sealed chunks are painted once on a 5 ms grid; any view whose cells are whole
+multiples of it is summed from those cells instead of from events."""
+_BASE_MAX_CELLS: Final = 4096
+
+
+@dataclass
+class _Base:
+    tids: np.ndarray
+    """Sorted tids with events in the chunk."""
+    cell0: int
+    cov: np.ndarray
+    """(tids, slots, base cells), float32."""
+
+
+_BASE: weakref.WeakKeyDictionary[object, _Base | None] = weakref.WeakKeyDictionary()
+
+
+def cache_nbytes() -> int:
+    """Memory held by painted cells (the base grid and the per-view cache)."""
+    base = sum(b.cov.nbytes for b in list(_BASE.values()) if b is not None)
+    return base + sum(c.cov.nbytes for c in list(_CACHE.values()))
+
+
+def _base_of(chunk: object, cols: dict[str, np.ndarray]) -> _Base | None:
+    if chunk in _BASE:
+        return _BASE[chunk]
+    ca = int(chunk.min_ts) // BASE_CELL_NS  # type: ignore[attr-defined]
+    cb = int(chunk.max_t) // BASE_CELL_NS + 1  # type: ignore[attr-defined]
+    base = None
+    if cb - ca <= _BASE_MAX_CELLS:
+        ctids = np.unique(cols["tid"]).astype(np.int64)
+        cov = _paint(cols, ctids, ca, cb - ca, BASE_CELL_NS).astype(np.float32)
+        base = _Base(ctids, ca, cov)
+    _BASE[chunk] = base
+    return base
+
+
+def _from_base(base: _Base, tids: np.ndarray, per: int) -> tuple[int, np.ndarray]:
+    """A chunk's cells at `per` base cells to a view cell, rows in `tids` order:
+    (first view cell, lanes x slots x cells)."""
+    off = base.cell0 % per
+    nb = base.cov.shape[2]
+    padded = -(-(off + nb) // per) * per
+    arr = np.zeros((len(base.tids), _C, padded), dtype=np.float32)
+    arr[:, :, off : off + nb] = base.cov
+    # Coverage is a fraction of a cell: a view cell is the mean of its base cells.
+    view = arr.reshape(len(base.tids), _C, padded // per, per).mean(axis=3)
+    out = np.zeros((len(tids), _C, view.shape[2]))
+    rows = np.minimum(np.searchsorted(tids, base.tids), len(tids) - 1)
+    ok = tids[rows] == base.tids
+    out[rows[ok]] = view[ok]
+    return (base.cell0 - off) // per, out
+
+
 def grid(t0: int, t1: int, ncells: int) -> tuple[int, int]:
     """Cell size (ns) and first cell index for a view: cells sit on multiples of
-    the cell size, so a scrolling view reuses what earlier frames computed."""
+    the cell size, so a scrolling view reuses what earlier frames computed; cells
+    of 5 ms or more are whole multiples of the base grid."""
     cell = max(1, (t1 - t0) // max(ncells, 1))
+    if cell >= BASE_CELL_NS:
+        cell = cell // BASE_CELL_NS * BASE_CELL_NS
     return cell, t0 // cell
 
 
@@ -343,21 +401,28 @@ def compute(
     L = len(tids)
     key_base = (cell, tuple(tids.tolist()), ef)
     acc = np.zeros((L, _C, ncells))
+    use_base = ef is None and cell % BASE_CELL_NS == 0
     for chunk, n, cols in store.chunks_overlapping(t0, t1):
         ca, cb = chunk.min_ts // cell, chunk.max_t // cell + 1
         if cb - ca <= _CACHE_MAX_CELLS:
             key = (*key_base, n)
             hit = _CACHE.get(chunk)
             if hit is None or hit.key != key:
-                c = cols
-                if ef is not None:
-                    m = ef.mask(c)
-                    c = {k: v[m] for k, v in c.items()}
-                hit = _Cached(key, ca, _paint(c, tids, ca, cb - ca, cell))
+                sealed = n == len(chunk.cols["ts_ns"])  # a full chunk never changes
+                base = _base_of(chunk, cols) if use_base and sealed else None
+                if base is not None:
+                    hit = _Cached(key, *_from_base(base, tids, cell // BASE_CELL_NS))
+                else:
+                    c = cols
+                    if ef is not None:
+                        m = ef.mask(c)
+                        c = {k: v[m] for k, v in c.items()}
+                    hit = _Cached(key, ca, _paint(c, tids, ca, cb - ca, cell))
                 _CACHE[chunk] = hit
-            lo, hi = max(ca, a0), min(cb, a0 + ncells)
+            c0, nc = hit.cell0, hit.cov.shape[2]
+            lo, hi = max(c0, a0), min(c0 + nc, a0 + ncells)
             if hi > lo:
-                acc[:, :, lo - a0 : hi - a0] += hit.cov[:, :, lo - ca : hi - ca]
+                acc[:, :, lo - a0 : hi - a0] += hit.cov[:, :, lo - c0 : hi - c0]
         else:
             # Spans far more than a view (deep zoom): paint only what is in view.
             ts = cols["ts_ns"]

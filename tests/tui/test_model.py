@@ -199,3 +199,21 @@ def test_view_errors_are_one_line(tmp_path, trace):
     path = synthetic.write_trace(tmp_path / "t.trace", trace)
     with pytest.raises(UsageError, match="needs a terminal"):
         cmd_view(argparse.Namespace(file=str(path)))  # pytest's stdout is not a tty
+
+
+def test_cells_summed_from_the_base_grid_match_cells_painted_from_events(trace, monkeypatch):
+    store = Store(chunk_events=4096)
+    store.append(trace.events)
+    agg = aggregate(trace)
+    lanes_ = list(agg.snapshot().lanes)
+    a = L.compute(store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=agg.store.lost)
+    assert L._BASE  # sealed chunks were painted on the 5 ms grid
+    monkeypatch.setattr(L, "BASE_CELL_NS", 10**15)  # force painting from events
+    b = L.compute(store, lanes_, a.t0, a.t1, 120, lost_gaps=agg.store.lost)
+    assert (a.t0, a.t1) == (b.t0, b.t1)
+    for tid in a.states:
+        assert (a.states[tid] == b.states[tid]).all()
+    for tid in a.requests:
+        assert [x.tolist() for x in a.requests[tid].lines] == [
+            x.tolist() for x in b.requests[tid].lines
+        ]
