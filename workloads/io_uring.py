@@ -31,44 +31,49 @@ BUFFERED_FORCE_ASYNC = 2
 
 
 class UringFile:
-    """The AsyncFileLoop engine: READ requests on one file."""
+    """The AsyncFileLoop engine: READ requests on one file.
 
-    def __init__(self, ring: Ring, fd: int, buf_address: int, bs: int, force_async: int) -> None:
+    One SQE per buffer slot, filled once (fd, buffer address, length,
+    user_data = slot); a request only writes its offset and pushes the
+    slot's SQE index onto the SQ ring.
+    """
+
+    def __init__(
+        self, ring: Ring, fd: int, nslots: int, buf_address: int, bs: int, force_async: int
+    ) -> None:
+        if ring.sq_entries < nslots:
+            raise ValueError(f"ring of {ring.sq_entries} SQEs for {nslots} slots")
         self.ring = ring
         sqes = ring.sqes
-        # Fields that never change are written once; the kernel does not modify SQEs.
+        # The kernel does not modify SQEs, so these stay as written.
         sqes["opcode"] = IORING_OP_READ
         sqes["fd"] = fd
         sqes["len"] = bs
         sqes["flags"] = 0
-        self._off, self._addr, self._ud = sqes["off"], sqes["addr"], sqes["user_data"]
-        self._flags = sqes["flags"]
-        self._base, self._bs = np.uint64(buf_address), np.uint64(bs)
+        ids = np.arange(ring.sq_entries, dtype=np.uint64)
+        sqes["user_data"] = ids
+        sqes["addr"] = np.uint64(buf_address) + ids * np.uint64(bs)
+        self._off, self._flags = sqes["off"], sqes["flags"]
         self.force_async = force_async
         self._seq = 0
         self.async_marked = 0
 
     def queue(self, slots: np.ndarray, offsets: np.ndarray) -> None:
         n = len(slots)
-        idx = self.ring.prepare(n)
-        s = slots.astype(np.uint64)
-        self._off[idx] = offsets
-        self._addr[idx] = self._base + s * self._bs
-        self._ud[idx] = s
+        self._off[slots] = offsets
         if self.force_async:
             mark = (np.arange(self._seq, self._seq + n) % self.force_async) == 0
-            self._flags[idx] = np.where(mark, IOSQE_ASYNC, 0)
+            self._flags[slots] = np.where(mark, IOSQE_ASYNC, 0)
             self.async_marked += int(mark.sum())
             self._seq += n
-        self.ring.publish(n)
+        self.ring.push(slots)
 
     def flush(self) -> None:
         self.ring.enter(0)
 
     def reap(self, min_nr: int) -> tuple[np.ndarray, np.ndarray]:
         self.ring.enter(min_nr)
-        c = self.ring.completions()
-        return c["user_data"].astype(np.int64), c["res"]
+        return self.ring.reap()
 
     def close(self) -> None:
         self.ring.close()
@@ -88,12 +93,12 @@ class UringFileWorkload:
         self.role = role
         self.loop = AsyncFileLoop(ctx, role, df.path, depth)
         self.total_ops = self.loop.total_ops
-        ring = Ring(_pow2(depth))
+        ring = Ring(_pow2(self.loop.nslots))
         # Cold buffered reads complete through task work, never io-wq, on current
         # kernels; forcing every 2nd request to a worker shows both paths side by side.
         default_force = BUFFERED_FORCE_ASYNC if buffered else 0
         force = opts.force_async if opts.force_async is not None else default_force
-        self.engine = UringFile(ring, fd, self.loop.buf.address, opts.bs, force)
+        self.engine = UringFile(ring, fd, self.loop.nslots, self.loop.buf.address, opts.bs, force)
 
     def run(self, ctx: Context) -> None:
         try:

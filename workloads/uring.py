@@ -114,8 +114,11 @@ class Ring:
         # The SQ array maps ring positions to SQE indexes; identity, set once.
         array = sq32[sq_off[6] // 4 : sq_off[6] // 4 + self.sq_entries]
         array[:] = np.arange(self.sq_entries, dtype=np.uint32)
+        self._sq_array = array
         self.sqes = np.frombuffer(self._sqe_map, dtype=SQE)
         self.cqes = np.frombuffer(self._cq_map, dtype=CQE, count=self.cq_entries, offset=cq_off[5])
+        self._cq_ud = self.cqes["user_data"].view(np.int64)
+        self._cq_res = self.cqes["res"]
         self._sq_tail = int(sq32[self._sq_tail_i])
         self._cq_head = int(cq32[self._cq_head_i])
         self._pending = 0
@@ -131,6 +134,37 @@ class Ring:
         self._sq_tail = (self._sq_tail + count) & _MASK32
         self._sq32[self._sq_tail_i] = self._sq_tail
         self._pending += count
+
+    def push(self, sqe_indexes: np.ndarray) -> None:
+        """Queue already-filled SQEs, by index, at the SQ tail and publish them.
+
+        A caller that keeps one SQE per buffer slot (filled once) only writes
+        the offsets and these indexes per request.
+        """
+        n = len(sqe_indexes)
+        t = self._sq_tail & self.sq_mask
+        if t + n <= self.sq_entries:
+            self._sq_array[t : t + n] = sqe_indexes
+        else:
+            k = self.sq_entries - t
+            self._sq_array[t:] = sqe_indexes[:k]
+            self._sq_array[: n - k] = sqe_indexes[k:]
+        self.publish(n)
+
+    def reap(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copy out and consume every completion available now: (user_data, res)."""
+        tail = int(self._cq32[self._cq_tail_i])
+        n = (tail - self._cq_head) & _MASK32
+        h = self._cq_head & self.cq_mask
+        if h + n <= self.cq_entries:
+            ud, res = self._cq_ud[h : h + n].copy(), self._cq_res[h : h + n].copy()
+        else:
+            k = self.cq_entries - h
+            ud = np.concatenate([self._cq_ud[h:], self._cq_ud[: n - k]])
+            res = np.concatenate([self._cq_res[h:], self._cq_res[: n - k]])
+        self._cq_head = tail
+        self._cq32[self._cq_head_i] = tail
+        return ud, res
 
     def enter(self, min_complete: int) -> None:
         """Submit what is published and wait for at least min_complete completions."""
@@ -160,7 +194,7 @@ class Ring:
         return out
 
     def close(self) -> None:
-        for name in ("sqes", "cqes", "_sq32", "_cq32"):
+        for name in ("sqes", "cqes", "_sq32", "_cq32", "_sq_array", "_cq_ud", "_cq_res"):
             if hasattr(self, name):
                 delattr(self, name)
         for m in {id(x): x for x in (self._sqe_map, self._cq_map, self._sq_map)}.values():
