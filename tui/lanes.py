@@ -373,7 +373,7 @@ def grid(t0: int, t1: int, ncells: int) -> tuple[int, int]:
     of 5 ms or more are whole multiples of the base grid."""
     cell = max(1, (t1 - t0) // max(ncells, 1))
     if cell >= BASE_CELL_NS:
-        cell = cell // BASE_CELL_NS * BASE_CELL_NS
+        cell = round(cell / BASE_CELL_NS) * BASE_CELL_NS
     return cell, t0 // cell
 
 

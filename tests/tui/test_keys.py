@@ -87,7 +87,7 @@ async def test_plus_and_minus_zoom(ended_app, settle):
         # Cells sit on a 5 ms grid, so the span drawn is within a few % of the asked one.
         drawn = tl.frame.t1 - tl.frame.t0
         assert abs(drawn - 2 * DEFAULT_SPAN_NS) < 0.05 * DEFAULT_SPAN_NS
-        assert str(tl.render_line(0).text).startswith("span 19.6 s")
+        assert str(tl.render_line(0).text).startswith("span 20.2 s")
 
 
 @sync
