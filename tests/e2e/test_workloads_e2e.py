@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,17 @@ def test_traced_posix_aio_is_helper_threads_doing_pread64(traced: dict[str, Any]
     preads = _calls(t, res, "pread64", res["fds"]["file"])
     assert len(preads) == 101
     assert (preads["tid"] != res["pid"]).all()  # glibc's helper threads, not the main thread
+
+
+def test_fio_bench_without_fio_says_so_and_still_measures() -> None:
+    repo = Path(__file__).parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.fio_fidelity", "--fio", "/nonexistent/fio",
+         "--runtime", "0.2"],
+        cwd=repo, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "fio not found" in proc.stdout
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["fio"] is None and len(doc["results"]) == 4
+    assert all(r["ratio"] is None and r["iotrace_iops"] > 0 for r in doc["results"])
