@@ -199,6 +199,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                            "--", *args)  # fmt: skip
             assert proc.returncode == 0, proc.stderr
             t = session.load(out)
+            assert t.footer is not None, t.damage
             for n in names:
                 res = t.footer["results"][n]
                 assert "error" not in res, res
