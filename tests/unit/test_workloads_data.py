@@ -136,7 +136,9 @@ def test_clean_removes_the_users_data_dir(tmp_path: Path) -> None:
     assert str(d) in removed and not d.exists()
 
 
-def test_explicit_directory_without_o_direct_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_explicit_directory_without_o_direct_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(datafile, "direct_io_works", lambda d: f"O_DIRECT refused on {d} (x)")
     with pytest.raises(datafile.Unavailable, match="O_DIRECT refused"):
         datafile.choose_data_dir(str(tmp_path), None)

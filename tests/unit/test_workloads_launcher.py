@@ -22,7 +22,9 @@ def test_not_root_means_no_privilege_drop(monkeypatch: pytest.MonkeyPatch) -> No
     assert invoking_user() is None
 
 
-def test_root_under_sudo_runs_workloads_as_the_invoking_user(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_root_under_sudo_runs_workloads_as_the_invoking_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     me = os.getuid()
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv("SUDO_UID", str(me or 65534))
