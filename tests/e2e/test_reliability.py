@@ -650,3 +650,13 @@ def test_closing_the_dashboards_terminal_ends_the_run_and_saves(tmp_path):
     assert_progs_gone(progs)
     assert_gone(children)
     assert session.load(out).complete
+
+
+def test_a_command_that_exits_at_once_gives_its_status_and_a_whole_trace(tmp_path):
+    out = tmp_path / "false.trace"
+    proc = iotrace("trace", "--no-tui", "-o", str(out), "--", "false")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    t = session.load(out)
+    assert t.complete and t.footer is not None
+    assert t.footer["results"]["false"]["exit_code"] == 1

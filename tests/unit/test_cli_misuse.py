@@ -101,6 +101,14 @@ def test_misuse_in_a_real_process_has_no_traceback(argv):
     one_line(proc)
 
 
+def test_a_file_that_is_not_executable_is_not_a_command(tmp_path, capsys):
+    data = tmp_path / "data.txt"
+    data.write_text("not a program")
+    data.chmod(0o644)
+    assert main(["trace", "--", str(data)]) == 127
+    assert capsys.readouterr().err.strip() == f"iotrace: command not found: {data}"
+
+
 def test_no_command_prints_help_and_exits_2():
     proc = cli()
     assert proc.returncode == EXIT_USAGE
