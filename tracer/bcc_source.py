@@ -165,64 +165,62 @@ class BpfProgram:
             other={n: v for n, v in zip(COUNTER_NAMES, other, strict=True) if v},
         )
 
+    # The in-flight readers name their values after iotrace.events fields, so
+    # user space turns them into NOT_OBSERVED records without a mapping table.
     def aio_in_flight(self) -> list[dict[str, int]]:
-        """Linux AIO requests submitted but never reaped (to report as not observed)."""
-        out = []
-        for k, v in self._bpf["aio_inflight"].items():
-            out.append(
-                {
-                    "iocb": int(k.iocb),
-                    "pid": int(k.tgid),
-                    "tid": int(v.tid),
-                    "submit_ns": int(v.submit_ns),
-                    "aio_data": int(v.aio_data),
-                    "nbytes": int(v.nbytes),
-                    "offset": int(v.offset),
-                    "fd": int(v.fd),
-                    "opcode": int(v.opcode),
-                }
-            )
-        return out
-
-    def posix_aio_in_flight(self) -> list[dict[str, int]]:
-        try:
-            table = self._bpf["paio_inflight"]
-        except KeyError:
-            return []
+        """Linux AIO requests submitted but never reaped."""
         return [
             {
-                "aiocb": int(k.aiocb),
+                "key": int(k.iocb),
                 "pid": int(k.tgid),
                 "tid": int(v.tid),
-                "submit_ns": int(v.submit_ns),
-                "fd": int(v.fd),
-                "nbytes": int(v.nbytes),
+                "ts_ns": int(v.submit_ns),
+                "user_data": int(v.aio_data),
+                "size": int(v.nbytes),
                 "offset": int(v.offset),
-                "opcode": int(v.opcode),
+                "fd": int(v.fd),
+                "op": int(v.opcode),
             }
-            for k, v in table.items()
+            for k, v in self._bpf["aio_inflight"].items()
+        ]
+
+    def _table_items(self, name: str) -> list[tuple[Any, Any]]:
+        try:
+            return list(self._bpf[name].items())
+        except KeyError:  # that part of the program was not built on this kernel
+            return []
+
+    def posix_aio_in_flight(self) -> list[dict[str, int]]:
+        """POSIX AIO requests submitted but never collected with aio_return."""
+        return [
+            {
+                "key": int(k.aiocb),
+                "pid": int(k.tgid),
+                "tid": int(v.tid),
+                "ts_ns": int(v.submit_ns),
+                "fd": int(v.fd),
+                "size": int(v.nbytes),
+                "offset": int(v.offset),
+                "op": int(v.opcode),
+            }
+            for k, v in self._table_items("paio_inflight")
         ]
 
     def uring_in_flight(self) -> list[dict[str, int]]:
-        try:
-            table = self._bpf["uring_inflight"]
-        except KeyError:
-            return []
-        out = []
-        for k, v in table.items():
-            out.append(
-                {
-                    "req": int(k.value),
-                    "pid": int(v.pid),
-                    "tid": int(v.tid),
-                    "submit_ns": int(v.submit_ns),
-                    "user_data": int(v.user_data),
-                    "fd": int(v.fd),
-                    "opcode": int(v.opcode),
-                    "flags": int(v.flags),
-                }
-            )
-        return out
+        """io_uring requests submitted whose completion was not seen."""
+        return [
+            {
+                "key": int(k.value),
+                "pid": int(v.pid),
+                "tid": int(v.tid),
+                "ts_ns": int(v.submit_ns),
+                "user_data": int(v.user_data),
+                "fd": int(v.fd),
+                "op": int(v.opcode),
+                "flags": int(v.flags),
+            }
+            for k, v in self._table_items("uring_inflight")
+        ]
 
     def close(self) -> None:
         """Detach every probe and free the maps."""

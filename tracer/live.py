@@ -231,45 +231,22 @@ class LiveSource:
 
     def _not_observed(self, now_ns: int) -> np.ndarray:
         """Requests still in flight at the end: reported, never given a time."""
-        aio = self._prog.aio_in_flight()
-        uring = self._prog.uring_in_flight()
-        paio = self._prog.posix_aio_in_flight()
-        out = np.zeros(len(aio) + len(uring) + len(paio), dtype=EVENT_DTYPE)
-        for i, r in enumerate(aio):
-            out[i]["ts_ns"] = r["submit_ns"]
-            out[i]["fd"] = r["fd"]
-            out[i]["size"] = r["nbytes"]
-            out[i]["offset"] = r["offset"]
-            out[i]["key"] = r["iocb"]
-            out[i]["user_data"] = r["aio_data"]
-            out[i]["pid"] = r["pid"]
-            out[i]["tid"] = r["tid"]
-            out[i]["kind"] = Kind.AIO_REQUEST
-            out[i]["op"] = r["opcode"]
-            out[i]["flags"] = Flag.NOT_OBSERVED
-        for j, r in enumerate(uring, start=len(aio)):
-            out[j]["ts_ns"] = r["submit_ns"]
-            out[j]["fd"] = r["fd"]
-            out[j]["key"] = r["req"]
-            out[j]["user_data"] = r["user_data"]
-            out[j]["pid"] = r["pid"]
-            out[j]["tid"] = r["tid"]
-            out[j]["kind"] = Kind.URING_REQUEST
-            out[j]["op"] = r["opcode"]
-            out[j]["flags"] = r["flags"] | Flag.NOT_OBSERVED
-        for k, r in enumerate(paio, start=len(aio) + len(uring)):
-            out[k]["ts_ns"] = r["submit_ns"]
-            out[k]["fd"] = r["fd"]
-            out[k]["size"] = r["nbytes"]
-            out[k]["offset"] = r["offset"]
-            out[k]["key"] = r["aiocb"]
-            out[k]["pid"] = r["pid"]
-            out[k]["tid"] = r["tid"]
-            out[k]["kind"] = Kind.POSIX_AIO_REQUEST
-            out[k]["op"] = r["opcode"]
-            out[k]["flags"] = Flag.NOT_OBSERVED
-        self.not_observed = {"aio": len(aio), "uring": len(uring), "posix_aio": len(paio)}
-        return out
+        groups = {
+            "aio": (Kind.AIO_REQUEST, self._prog.aio_in_flight()),
+            "uring": (Kind.URING_REQUEST, self._prog.uring_in_flight()),
+            "posix_aio": (Kind.POSIX_AIO_REQUEST, self._prog.posix_aio_in_flight()),
+        }
+        self.not_observed = {name: len(reqs) for name, (_, reqs) in groups.items()}
+        parts = []
+        for kind, reqs in groups.values():
+            rows = np.zeros(len(reqs), dtype=EVENT_DTYPE)
+            for i, req in enumerate(reqs):
+                for field_name, value in req.items():
+                    rows[i][field_name] = value
+            rows["kind"] = kind
+            rows["flags"] |= np.uint32(Flag.NOT_OBSERVED)
+            parts.append(rows)
+        return np.concatenate(parts)
 
     def close(self) -> None:
         self._reader.close()

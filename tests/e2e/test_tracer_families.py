@@ -138,3 +138,23 @@ def test_posix_aio_requests_timed_and_helper_threads_attributed(tmp_path):
     main_tid = int(reqs["tid"][0])
     assert set(preads["pid"].tolist()) == {int(reqs["pid"][0])}
     assert main_tid not in set(preads["tid"].tolist())
+
+
+def test_requests_never_reaped_are_not_observed_never_timed(tmp_path):
+    exe = compile_prog("unreaped", tmp_path)
+    data = tmp_path / "data"
+    data.write_bytes(b"u" * 4096 * 8)
+    out = tmp_path / "unreaped.trace"
+    proc = iotrace("trace", "--no-tui", "-o", str(out), "--", str(exe), str(data))
+    assert proc.returncode == 0, proc.stderr
+    fds = json.loads(proc.stdout.splitlines()[0])
+    t = session.load(out)
+    aio = t.events[t.events["kind"] == events.Kind.AIO_REQUEST]
+    assert len(aio) == 5
+    assert (aio["flags"] & events.Flag.NOT_OBSERVED).all()
+    assert (aio["end_ns"] == 0).all() and (aio["fd"] == fds["direct"]).all()
+    assert sorted(aio["offset"].tolist()) == [i * 4096 for i in range(5)]
+    paio = t.events[t.events["kind"] == events.Kind.POSIX_AIO_REQUEST]
+    assert len(paio) == 3
+    assert (paio["flags"] & events.Flag.NOT_OBSERVED).all() and (paio["end_ns"] == 0).all()
+    assert t.footer["not_observed"] == {"aio": 5, "uring": 0, "posix_aio": 3}
