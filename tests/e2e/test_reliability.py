@@ -365,10 +365,10 @@ def test_sigkill_of_run_stops_the_workload_soon(tmp_path):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 256 KiB tmpfs: room for a few hundred thousand records, then ENOSPC."""
+    """A 512 KiB tmpfs: room for about 90,000 compressed records, then ENOSPC."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
@@ -378,11 +378,15 @@ def small_fs(tmp_path):
 def test_disk_full_stops_recording_with_one_line_and_the_command_runs_on(tmp_path, small_fs):
     out = small_fs / "full.trace"
     done = tmp_path / "done"
+    # Paced to at most ~100,000 reads/s, so a 0.25 s chunk (~25,000 records,
+    # ~150 KB) fits a few times before the disk is full.
     code = (
-        "import sys\n"
+        "import sys, time\n"
         "f = open('/dev/zero', 'rb', buffering=0)\n"
-        "for _ in range(400000): f.read(1)\n"
-        "open(sys.argv[1], 'w').write('all 400000 reads')\n"
+        "for i in range(300000):\n"
+        "    f.read(1)\n"
+        "    if i % 1000 == 999: time.sleep(0.01)\n"
+        "open(sys.argv[1], 'w').write('all 300000 reads')\n"
         "sys.exit(3)\n"
     )
     proc = iotrace("trace", "--no-tui", "-o", str(out), "--", sys.executable, "-c", code, str(done))
@@ -391,9 +395,9 @@ def test_disk_full_stops_recording_with_one_line_and_the_command_runs_on(tmp_pat
     msgs = [ln for ln in proc.stderr.splitlines() if "No space left on device" in ln]
     assert len(msgs) == 1, proc.stderr
     assert "recording stopped" in msgs[0]
-    assert done.read_text() == "all 400000 reads"  # the traced program was not harmed
+    assert done.read_text() == "all 300000 reads"  # the traced program was not harmed
     t = session.load(out)
-    assert not t.complete and len(t.events) > 1000
+    assert not t.complete and len(t.events) > 1000  # the whole chunks before the failure
     rep = iotrace("report", str(out))
     assert rep.returncode == 0 and "cut short" in rep.stdout
 
