@@ -127,7 +127,7 @@ def test_only_the_asked_for_process_is_traced_and_all_must_be_asked(tmp_path):
     try:
         time.sleep(0.3)
         out = tmp_path / "p.trace"
-        proc = iotrace("trace", "--no-tui", "-p", str(wanted.pid), "-d", "2", "-o", str(out))
+        proc = iotrace("trace", "--no-tui", "-p", str(wanted.pid), "-d", "1", "-o", str(out))
         assert proc.returncode == 0, proc.stderr
         t = session.load(out)
         sizes = _sizes(t)
@@ -138,7 +138,7 @@ def test_only_the_asked_for_process_is_traced_and_all_must_be_asked(tmp_path):
 
         every = tmp_path / "all.trace"
         run = subprocess.Popen(
-            [sys.executable, "-m", "iotrace", "trace", "--no-tui", "--all", "-d", "2",
+            [sys.executable, "-m", "iotrace", "trace", "--no-tui", "--all", "-d", "1",
              "-o", str(every)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
