@@ -88,6 +88,8 @@ class Target:
     poll: Callable[[], int | None] = lambda: None
     stop: Callable[[], None] = lambda: None
     result: Callable[[], dict[str, Any]] = dict
+    close: Callable[[], None] = lambda: None
+    """Release what the launcher holds (pipes, files) once the result is read."""
     info: dict[str, Any] = field(default_factory=dict)
     own: bool = True
     """True when iotrace started it (and so stops it at the end)."""
@@ -154,7 +156,9 @@ def check_output(args: argparse.Namespace) -> Path:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"cannot write {out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    # Without privileges the one thing to say is "use sudo" (which may also make
+    # the folder writable), so writability is judged only for a user who can trace.
+    if has_tracing_privileges() and not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {out}: directory {parent} is not writable")
     return out
 
@@ -220,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         poll=w.poll,
                         stop=w.stop,
                         result=w.result,
+                        close=w.close,
                         info={"name": spec.name, "model": spec.model, "api": spec.api},
                     )
                 )
@@ -386,7 +391,7 @@ def _record(
             # The dashboard returns when the user quits; targets that are
             # still running are stopped below, like after Ctrl-C.
             watcher = threading.Thread(
-                target=_wait_targets,
+                target=_end_live_view,
                 args=(targets, args.duration, stopper, source),
                 daemon=True,
             )
@@ -471,6 +476,20 @@ def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: b
     print(f"Tracing {what} {until}... Ctrl-C to end. Writing {out}", file=sys.stderr)
 
 
+def _end_live_view(
+    targets: list[Target], duration: float | None, stopper: _Stop, source: Any
+) -> None:
+    """In dashboard mode: once the targets end or the duration is up, stop what
+    we started and end the source, so the screen says the run ended and keeps
+    the final scoreboard until the user quits."""
+    _wait_targets(targets, duration, stopper, source)
+    for t in targets:
+        if t.own:
+            with contextlib.suppress(Exception):
+                t.stop()
+    source.stop()
+
+
 def _wait_targets(
     targets: list[Target], duration: float | None, stopper: _Stop, source: Any
 ) -> None:
@@ -504,6 +523,7 @@ def _finish(
         for t in targets:
             try:
                 results[t.label] = t.result()
+                t.close()
             except Exception as exc:
                 results[t.label] = {"error": str(exc)}
         if source is not None:
