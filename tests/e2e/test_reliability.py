@@ -285,11 +285,9 @@ def _signal_run(tmp: Path, rng: random.Random, i: int) -> str:
 def _signal_runs(tmp_path: Path, n: int) -> None:
     seed = int(os.environ.get("IOTRACE_TEST_SEED", time.time_ns() % 100000))
     rng = random.Random(seed)
-    outcomes = []
+    print(f"seed {seed}", flush=True)
     for i in range(n):
-        outcomes.append(_signal_run(tmp_path, rng, i))
-    print(f"seed {seed}")
-    print("\n".join(outcomes))
+        print(_signal_run(tmp_path, rng, i), flush=True)
 
 
 def test_signals_at_random_points_leave_no_probes_no_children_and_a_whole_file(tmp_path):
@@ -301,6 +299,7 @@ def test_signals_at_random_points_leave_no_probes_no_children_and_a_whole_file(t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_signals_at_random_points_many_runs(tmp_path):
     _signal_runs(tmp_path, 48)
 
