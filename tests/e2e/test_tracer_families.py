@@ -157,4 +157,5 @@ def test_requests_never_reaped_are_not_observed_never_timed(tmp_path):
     paio = t.events[t.events["kind"] == events.Kind.POSIX_AIO_REQUEST]
     assert len(paio) == 3
     assert (paio["flags"] & events.Flag.NOT_OBSERVED).all() and (paio["end_ns"] == 0).all()
+    assert t.footer is not None
     assert t.footer["not_observed"] == {"aio": 5, "uring": 0, "posix_aio": 3}
