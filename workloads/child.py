@@ -13,6 +13,7 @@ poll or select, so a tracer that adds our pids while we wait sees nothing of it.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import sys
@@ -33,6 +34,9 @@ def _wait_release(parent: int) -> None:
             os._exit(3)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="iotrace.workloads.child", add_help=False)
     p.add_argument("--report-fd", type=int, required=True)
@@ -41,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns, rest = p.parse_known_args(argv)
     fd = ns.report_fd
     os.set_inheritable(fd, False)
+    # If iotrace dies (even by SIGKILL) the workload must not run on unobserved:
+    # the kernel sends SIGTERM, which stops it like `Launched.stop()` does.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != ns.parent:  # it died before the request took effect
+        return 1
 
     def ready(pids: list[int], fds: dict[str, int]) -> None:
         engine.write_line(fd, {"ready": True, "pids": pids, "fds": fds})

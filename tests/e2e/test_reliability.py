@@ -360,11 +360,6 @@ def _gone_soon(pid: int, within_s: float = 3.0) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="workloads/child.py sets no PR_SET_PDEATHSIG after release: a workload runs "
-    "on for its whole --runtime after iotrace is SIGKILLed (reported to the workloads owner)",
-)
 def test_sigkill_of_run_stops_the_workload_soon(tmp_path):
     r = Run(
         tmp_path,
