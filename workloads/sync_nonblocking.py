@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 from iotrace.workloads import libc
-from iotrace.workloads.datafile import BlockChecker, StreamChecker, drop_cache
+from iotrace.workloads.datafile import StreamChecker, drop_cache
 from iotrace.workloads.engine import Context
 from iotrace.workloads.measure import Role
-from iotrace.workloads.offsets import Offsets, OffsetStream
 from iotrace.workloads.producer import Channel
 from iotrace.workloads.sources import SourceThreads, source_counts
+from iotrace.workloads.sync_blocking import FileLoop
 
 from iotrace.errors import WorkloadError
 
@@ -88,7 +88,7 @@ class SpinLoop:
             extra["eagain"] = eagain
 
 
-class NowaitFileLoop:
+class NowaitFileLoop(FileLoop):
     """preadv2(RWF_NOWAIT), falling back to pread64 on EAGAIN or a short read."""
 
     def __init__(
@@ -100,11 +100,7 @@ class NowaitFileLoop:
         count: int | None,
         threads: SourceThreads,
     ) -> None:
-        opts = ctx.opts
-        self.ctx, self.role, self.fd, self.count, self.threads = ctx, role, fd, count, threads
-        self.buf = libc.AlignedBuffer(VERIFY_BATCH, opts.bs)
-        self.checker = BlockChecker(opts.bs, path, VERIFY_BATCH)
-        self.offsets = OffsetStream(Offsets(opts.filesize, opts.bs, opts.rw, opts.seed))
+        super().__init__(ctx, role, fd, path, count, threads)
         role.extra["fallbacks"] = 0
 
     def __call__(self) -> None:
