@@ -113,6 +113,12 @@ def test_fio_latency_matches_fios_own(
     # fio stamps a completion when it processes it, after the reaping call returns;
     # that user-space time per reap is outside the kernel's view.
     slack = 5.0 if engine == "psync" else _user_loop_us(a, job.pid, {job.pid})
+    if engine == "io_uring":
+        # Completions are reaped from shared memory with no syscall, so iotrace's
+        # reap time is a lower bound (README: "What a request is"): it may only
+        # come out shorter than fio's own clock, never longer.
+        assert 0 < ours <= 1.10 * fio_p50 + slack, (ours, fio_p50, slack)
+        return
     assert abs(ours - fio_p50) <= 0.10 * fio_p50 + slack, (ours, fio_p50, slack)
 
 
@@ -264,6 +270,10 @@ def test_builtin_workload_is_classified_and_latency_agrees(name: str, tmp_path: 
         ours = float(np.percentile(mine["latency_ns"].to_numpy(dtype="float64"), 50)) / 1000
         own = fig["lat_us"]["p50"]
         slack = _user_loop_us(a, main.pid, set(mine["tid"])) if is_async else 30.0
+        if main.label.api == "io_uring":
+            # reap time inferred from shared memory: a lower bound (see above)
+            assert 0 < ours <= 1.10 * own + slack, (role, ours, own, slack)
+            continue
         assert abs(ours - own) <= 0.10 * own + slack, (role, ours, own, slack)
 
 
