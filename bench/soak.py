@@ -68,18 +68,8 @@ def soak(seconds: float, every_s: float, out: Path) -> dict[str, Any]:
             time.sleep(every_s)
         stdout, _ = proc.communicate(timeout=seconds + 600)
     # Counted chunk by chunk: ten minutes of records do not fit in memory.
-    n, stats, footer, damage = 0, {}, None, ""
-    _, _, chunks = session.iter_chunks(out)
-    for tag, value in chunks:
-        if tag == b"EVTS":
-            n += len(value)
-        elif tag == b"STAT":
-            stats = value
-        elif tag == b"END.":
-            footer = value
-            stats = value.get("stats", stats)
-        elif tag == b"DMG!":
-            damage = value
+    tally = session.tally(out)
+    n, stats, footer, damage = tally.events, tally.stats, tally.footer, tally.damage
     size = out.stat().st_size
     warm = [s for s in samples if s[0] >= min(30.0, seconds / 4)]
     lost = sum(int(v) for v in stats.get("lost", {}).values())

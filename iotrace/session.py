@@ -398,6 +398,34 @@ def _decode_chunk(tag: bytes, raw: bytes) -> Any:
     return None  # unknown chunk from a newer minor version: skipped
 
 
+@dataclass
+class ChunkTally:
+    """What a trace holds, counted chunk by chunk without keeping its records."""
+
+    events: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    footer: dict[str, Any] | None = None
+    damage: str = ""
+
+
+def tally(path: Path | str) -> ChunkTally:
+    """Count a trace's records and read its counters in bounded memory
+    (a ten-minute trace does not fit in memory as records)."""
+    t = ChunkTally()
+    _, _, chunks = iter_chunks(Path(path))
+    for tag, value in chunks:
+        if tag == b"EVTS":
+            t.events += len(value)
+        elif tag == b"STAT":
+            t.stats = value
+        elif tag == b"END.":
+            t.footer = value
+            t.stats = value.get("stats", t.stats)
+        elif tag == b"DMG!":
+            t.damage = value
+    return t
+
+
 def load(path: Path | str) -> Trace:
     """Read a whole trace file. Raises TraceFileError with a one-line reason."""
     path = Path(path)

@@ -602,19 +602,9 @@ def soak(tmp_path: Path, readloop: Path, seconds: float) -> dict[str, float]:
     rc, _stdout, stderr = r.finish()
     assert rc == 128 + signal.SIGTERM, stderr  # -d ended the command with SIGTERM
     # Counted chunk by chunk: millions of records need not sit in memory here.
-    n = 0
-    stats: dict = {}
-    footer: dict | None = None
-    _, _, chunks = session.iter_chunks(out)
-    for tag, value in chunks:
-        assert tag != b"DMG!", value
-        if tag == b"EVTS":
-            n += len(value)
-        elif tag == b"STAT":
-            stats = value
-        elif tag == b"END.":
-            footer = value
-            stats = value.get("stats", stats)
+    tally = session.tally(out)
+    assert tally.damage == "", tally.damage
+    n, stats, footer = tally.events, tally.stats, tally.footer
     assert footer is not None
     size = out.stat().st_size
     lost = sum(int(v) for v in stats.get("lost", {}).values())
