@@ -8,6 +8,7 @@ so a recycled pid never merges two processes.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,20 @@ from iotrace.session import TaskInfo
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _boot_to_monotonic_ns() -> int:
+    """What to add to a CLOCK_BOOTTIME reading to get CLOCK_MONOTONIC (the clock of
+    every record): they differ by the time the machine spent suspended."""
+    try:
+        return time.clock_gettime_ns(time.CLOCK_MONOTONIC) - time.clock_gettime_ns(
+            time.CLOCK_BOOTTIME
+        )
+    except (AttributeError, OSError):
+        return 0
+
+
 def read_proc_stat(pid: int, tid: int | None = None, proc: Path = Path("/proc")) -> dict | None:
-    """comm, ppid and start time (ns since boot) of a task, or None if it is gone."""
+    """comm, ppid and start time (CLOCK_MONOTONIC ns, to the kernel's clock tick) of a
+    task, or None if it is gone."""
     path = proc / str(pid) / "stat" if tid is None else proc / str(pid) / "task" / str(tid) / "stat"
     try:
         text = path.read_text()
@@ -34,7 +47,7 @@ def read_proc_stat(pid: int, tid: int | None = None, proc: Path = Path("/proc"))
         return {
             "comm": text[lpar + 1 : rpar],
             "ppid": int(rest[1]),
-            "start_ns": int(rest[19]) * (1_000_000_000 // _CLK_TCK),
+            "start_ns": int(rest[19]) * (1_000_000_000 // _CLK_TCK) + _boot_to_monotonic_ns(),
         }
     except (IndexError, ValueError):
         return None
@@ -87,16 +100,19 @@ class TaskRegistry:
             if t.pid == pid and not t.workload:
                 t.workload = workload
 
-    def add(self, pid: int, tid: int, comm: str = "", ts_ns: int = 0) -> TaskInfo:
+    def add(self, pid: int, tid: int, comm: str = "", ts_ns: int = 0, born_ns: int = 0) -> TaskInfo:
+        """Record a task. `born_ns` is the kernel's time of its fork when a record saw
+        it; without one the start time comes from /proc, which only has clock-tick
+        resolution (10 ms): two children forked on one pid inside a tick would share it."""
         known = self.by_tid.get(tid)
         if known is not None and known.pid == pid and (not comm or known.comm == comm):
             return known
         st = read_proc_stat(pid, tid if tid != pid else None)
         ppid = 0
-        start_ns = ts_ns
+        start_ns = born_ns or ts_ns
         if st is not None:
             comm = comm or st["comm"]
-            start_ns = st["start_ns"]
+            start_ns = born_ns or st["start_ns"]
             ppid = st["ppid"]
         if tid != pid:
             ppid = pid
@@ -121,12 +137,18 @@ class TaskRegistry:
         for i in task_rows:
             r = batch[i]
             comm = comm_from_words(int(r["key"]), int(r["user_data"]))
-            pid, tid = int(r["pid"]), int(r["tid"])
-            if int(r["op"]) in (TaskOp.EXEC, TaskOp.FORK, TaskOp.THREAD):
-                # A new task (or a new program) on this tid: a recycled pid must
-                # not inherit the identity of the process that had it before.
+            pid, tid, op, ts = int(r["pid"]), int(r["tid"]), int(r["op"]), int(r["ts_ns"])
+            born = 0
+            if op in (TaskOp.FORK, TaskOp.THREAD):
+                # A new task on this tid: a recycled pid must not inherit the identity
+                # of the process that had it before, so date it by its first return.
                 self.by_tid.pop(tid, None)
-            self.add(pid, tid, comm, int(r["ts_ns"]))
+                born = ts
+            elif op == TaskOp.EXEC:
+                # Same process, new program: keep its start time, take the new name.
+                old = self.by_tid.pop(tid, None)
+                born = old.start_ns if old is not None and old.pid == pid else 0
+            self.add(pid, tid, comm, ts, born)
         off = kinds == Kind.OFF_CPU
         if off.any():
             tids = batch["tid"][off]
