@@ -6,11 +6,18 @@ an exit code (see iotrace.errors). Command modules are imported lazily so that
 from __future__ import annotations
 
 import argparse
+import select
 import sys
 from collections.abc import Sequence
 
 from iotrace import __version__
-from iotrace.errors import EXIT_INTERRUPTED, EXIT_USAGE, IotraceError, UsageError
+from iotrace.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    IotraceError,
+    UsageError,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,9 +185,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iotrace: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
         # `iotrace report x | head`: the reader left; not an error worth a trace.
-        return 0
+        if _stdout_reader_gone():
+            return 0
+        # Any other pipe (a workload's, a helper's) breaking is a real failure.
+        print(f"iotrace: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _stdout_reader_gone() -> bool:
+    """True when standard output is a pipe whose reading end was closed."""
+    try:
+        p = select.poll()
+        p.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _dispatch(args: argparse.Namespace) -> int:

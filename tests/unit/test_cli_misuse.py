@@ -199,3 +199,35 @@ def test_export_to_a_full_device_is_one_line_and_keeps_the_device(tmp_path):
     assert proc.returncode == EXIT_IO
     assert "No space left on device" in one_line(proc)
     assert os.path.exists(dev)
+
+
+@pytest.mark.parametrize("reader_left", [True, False])
+def test_a_broken_pipe_is_quiet_only_when_it_is_the_reader_of_stdout(
+    reader_left, monkeypatch, capsys
+):
+    """`iotrace report x | head`: the reader leaving is its choice, exit 0. A pipe of
+    iotrace's own breaking (a workload's, a helper's) is a failure, never exit 0."""
+    from iotrace import cli as cli_mod
+
+    r, w = os.pipe()
+    if reader_left:
+        os.close(r)
+    out = os.fdopen(w, "w")
+
+    def broken(_args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli_mod, "_dispatch", broken)
+    monkeypatch.setattr(sys, "stdout", out)
+    try:
+        rc = cli_mod.main(["workloads"])
+    finally:
+        monkeypatch.undo()
+        out.close()
+        if not reader_left:
+            os.close(r)
+    err = capsys.readouterr().err
+    if reader_left:
+        assert (rc, err) == (0, "")
+    else:
+        assert rc != 0 and err.startswith("iotrace: ") and "Broken pipe" in err
