@@ -36,8 +36,9 @@ test-unit:
 e2e:
 	$(PY) -m pytest tests/e2e
 
+# Installs what the benchmarks compare against, then every benchmark (root; ~10 min).
 bench:
-	$(PY) -m bench
+	@if [ "$$(id -u)" = 0 ]; then ./setup.sh bench; else sudo ./setup.sh bench; fi
 
 clean:
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache

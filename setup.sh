@@ -3,6 +3,8 @@
 #
 #   sudo ./setup.sh run [iotrace run args...]   set up, then start `iotrace run`
 #   sudo ./setup.sh test [pytest args...]       set up, then `make check` (lint, types, tests)
+#   sudo ./setup.sh bench [bench args...]       set up, add what the benchmarks compare
+#                                               against (bpftrace, perf), run `python -m bench`
 #   sudo ./setup.sh                             set up only
 #
 # Idempotent: a repeat run checks each step and takes seconds when nothing changed.
@@ -20,6 +22,8 @@ APT_PACKAGES=(
 )
 # Nice to have; set-up goes on without them.
 OPTIONAL_APT_PACKAGES=(bpfcc-tools)
+# What `setup.sh bench` compares iotrace against (strace and fio are above already).
+BENCH_APT_PACKAGES=(bpftrace linux-perf)
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 VENV=$REPO/.venv
@@ -35,13 +39,13 @@ die() {
 trap 'die "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 usage() {
-    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 mode=setup
 if (($#)); then
     case $1 in
-    run | test) mode=$1; shift ;;
+    run | test | bench) mode=$1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
@@ -146,6 +150,14 @@ if ((${#missing[@]})); then
     apt_update
     apt_install "${missing[@]}" || say "warning: optional packages not installed: ${missing[*]}"
 fi
+if [[ $mode == bench ]]; then
+    mapfile -t missing < <(not_installed "${BENCH_APT_PACKAGES[@]}")
+    if ((${#missing[@]})); then
+        apt_update
+        # The benches print "not installed" in a row whose tool is missing.
+        apt_install "${missing[@]}" || say "warning: not installed: ${missing[*]}"
+    fi
+fi
 say "system packages ok"
 
 # --- tracefs ---------------------------------------------------------------------------
@@ -214,6 +226,10 @@ case $mode in
 run)
     trap - ERR
     exec "$VENV/bin/iotrace" run "$@"
+    ;;
+bench)
+    trap - ERR
+    exec "$VENV/bin/python" -m bench "$@"
     ;;
 test)
     trap - ERR

@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from iotrace.tracer import bcc_source, program
 from iotrace.tracer.live import LiveSource
 from iotrace.tracer.tasks import TaskRegistry
 
-from iotrace import session
+from iotrace import events, session
 
 PROGS = Path(__file__).with_name("progs")
 
@@ -49,6 +50,10 @@ class Gated:
 
     def go(self) -> str:
         os.kill(self.proc.pid, signal.SIGUSR1)
+        return self.output()
+
+    def output(self) -> str:
+        """What it printed, once it has ended (after go(), or a SIGUSR1 sent by hand)."""
         out, _ = self.proc.communicate(timeout=600)
         return out.strip()
 
@@ -80,6 +85,50 @@ class Recording:
         self.source.close()
         self.prog.close()
         return stats
+
+
+@dataclass
+class KindCounts:
+    syscalls: int = 0
+    lost_records: int = 0
+    lost_in_records: int = 0
+    """Records the LOST records say were dropped."""
+
+
+def count_kinds(path: Path) -> KindCounts:
+    """Syscall and LOST records of a trace, a chunk at a time (storms are big)."""
+    c = KindCounts()
+    _, _, chunks = session.iter_chunks(path)
+    for tag, value in chunks:
+        if tag == b"EVTS":
+            kinds = value["kind"]
+            c.syscalls += int((kinds == events.Kind.SYSCALL).sum())
+            lost = value[kinds == events.Kind.LOST]
+            c.lost_records += len(lost)
+            c.lost_in_records += int(lost["size"].sum())
+    return c
+
+
+def foreign_bpf_holders() -> list[int]:
+    """Other processes holding BPF programs now. While any of them has a syscall
+    tracepoint attached, every syscall on the machine takes the slow path, which
+    inflates the untraced baselines: the benches say so next to their figures."""
+    me, out = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        try:
+            fds = list((d / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == "anon_inode:bpf-prog":
+                    out.append(int(d.name))
+                    break
+            except OSError:
+                continue
+    return out
 
 
 def median(xs: list[float]) -> float:

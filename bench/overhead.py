@@ -2,8 +2,10 @@
 
 Side by side in one run (medians of interleaved repetitions): untraced; the
 floor (empty BPF programs on sys_enter_read + sys_exit_read); iotrace with
-full per-call recording into a trace file; strace; perf trace when installed.
-Target: iotrace's added cost <= 1.5x the floor's added cost.
+full per-call recording into a trace file; bpftrace keeping an enter->exit
+latency histogram in the kernel; perf trace and strace (each when installed;
+`sudo ./setup.sh bench` installs them). Target: iotrace's added cost <= 1.5x
+the floor's added cost, i.e. below bpftrace's while keeping every event.
 
     sudo .venv/bin/python -m bench.overhead [--calls N] [--reps R] [--pread]
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from iotrace.tracer.bcc_source import RawProgram
 
@@ -69,6 +73,45 @@ def iotrace(exe: Path, n: int, file: str | None, name: str) -> tuple[float, int,
         return ns, got, int(stats["lost_total"])
 
 
+BPFTRACE = """
+BEGIN {{ printf("attached\\n"); }}
+tracepoint:syscalls:sys_enter_{name} /pid == {pid}/ {{ @start[tid] = nsecs; }}
+tracepoint:syscalls:sys_exit_{name} /@start[tid]/ {{
+    @ns = hist(nsecs - @start[tid]); delete(@start[tid]);
+}}
+"""
+
+
+def bpftrace(exe: Path, n: int, file: str | None, name: str) -> float | None:
+    """The loop under bpftrace's enter->exit histogram (in-kernel, nothing per call
+    reaches user space): what a one-liner costs, for scale."""
+    tool = shutil.which("bpftrace")
+    if tool is None:
+        return None
+    g = Gated(_loop(exe, n, file))
+    bt = subprocess.Popen(
+        [tool, "-e", BPFTRACE.format(name=name, pid=g.pid)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert bt.stdout is not None
+    try:
+        # BEGIN runs once every probe is attached.
+        for line in bt.stdout:
+            if line.strip() == "attached":
+                break
+        else:
+            g.proc.kill()
+            return None
+        return _cpu_ns(g.go())
+    finally:
+        bt.send_signal(signal.SIGINT)
+        try:
+            bt.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            bt.kill()
+            bt.communicate()
+
+
 def strace(exe: Path, n: int, file: str | None) -> float | None:
     if shutil.which("strace") is None:
         return None
@@ -83,13 +126,96 @@ def perf_trace(exe: Path, n: int, file: str | None) -> float | None:
     if shutil.which("perf") is None:
         return None
     out = subprocess.run(
-        ["perf", "trace", "-q", "-e", "read,pread64", "-o", os.devnull, *_loop(exe, n, file)],
+        ["perf", "trace", "-e", "read,pread64", "-o", os.devnull, *_loop(exe, n, file)],
         capture_output=True, text=True,
     )  # fmt: skip
     try:
         return _wall_ns(out.stdout)
     except (ValueError, IndexError):
         return None
+
+
+def measure(calls: int, reps: int, pread: bool) -> dict[str, Any]:
+    """Every mode, interleaved rep by rep so drift hits them alike; medians."""
+    exe = compile_c("readloop")
+    name, file = "read", None
+    if pread:
+        name = "pread64"
+        fd, file = tempfile.mkstemp(prefix="iotrace-bench-")
+        os.write(fd, b"x" * 4096)
+        os.close(fd)
+    try:
+        res: dict[str, list[float]] = {"untraced": [], "floor": [], "iotrace": [], "bpftrace": []}
+        recorded, lost = [], []
+        for _ in range(reps):
+            res["untraced"].append(untraced(exe, calls, file))
+            res["floor"].append(floor(exe, calls, file, name))
+            ns, got, lo = iotrace(exe, calls, file, name)
+            res["iotrace"].append(ns)
+            recorded.append(got)
+            lost.append(lo)
+            bt = bpftrace(exe, calls, file, name)
+            if bt is not None:
+                res["bpftrace"].append(bt)
+        few = max(20_000, calls // 100)  # the slow tracers get fewer calls
+        st = strace(exe, few, file)
+        pt = perf_trace(exe, few, file)
+    finally:
+        if file:
+            os.unlink(file)
+    base = median(res["untraced"])
+    fl = median(res["floor"]) - base
+    io = median(res["iotrace"]) - base
+    bt_ns = median(res["bpftrace"]) if res["bpftrace"] else None
+    return {
+        "syscall": name,
+        "calls": calls,
+        "reps": reps,
+        "untraced_ns": base,
+        "floor_ns": median(res["floor"]),
+        "iotrace_ns": median(res["iotrace"]),
+        "bpftrace_ns": bt_ns,
+        "strace_ns": st,
+        "perf_trace_ns": pt,
+        "ratio_vs_floor": io / fl if fl > 0 else float("inf"),
+        "bpftrace_ratio_vs_floor": (bt_ns - base) / fl if bt_ns is not None and fl > 0 else None,
+        "recorded_min": min(recorded),
+        "recorded_max": max(recorded),
+        "lost": sum(lost),
+        "raw": res,
+    }
+
+
+def render(r: dict[str, Any]) -> str:
+    name, base = r["syscall"], r["untraced_ns"]
+    lines = [
+        f"tracing cost per {name}() call, {r['calls']:,} calls x {r['reps']} reps (medians of the",
+        "loop thread's own CPU time per call, which includes the BPF programs it runs)",
+        f"{'tracing':<40}{'ns/call':>10}{'added ns':>10}{'vs untraced':>13}",
+    ]
+    rows = [
+        ("none", base),
+        ("empty BPF enter+exit (the floor)", r["floor_ns"]),
+        ("iotrace, every call recorded", r["iotrace_ns"]),
+        ("bpftrace enter->exit histogram", r["bpftrace_ns"]),
+        ("perf trace (wall time)", r["perf_trace_ns"]),
+        ("strace (wall time)", r["strace_ns"]),
+    ]
+    for label, v in rows:
+        if v is None:
+            lines.append(f"{label:<40}{'not installed':>33}")
+            continue
+        lines.append(f"{label:<40}{v:>10,.0f}{v - base:>10,.0f}{v / base:>12.1f}x")
+    lines.append(
+        f"iotrace added cost / floor added cost: {r['ratio_vs_floor']:.2f} (target <= 1.5)"
+    )
+    if r["bpftrace_ratio_vs_floor"] is not None:
+        lines.append(f"bpftrace added cost / floor added cost: {r['bpftrace_ratio_vs_floor']:.2f}")
+    lines.append(
+        f"recorded {r['recorded_min']:,}..{r['recorded_max']:,} of {r['calls']:,} calls per "
+        f"rep; lost {r['lost']}"
+    )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,64 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench.overhead loads BPF programs: run it as root")
-    exe = compile_c("readloop")
-    name, file = "read", None
-    if args.pread:
-        name = "pread64"
-        fd, file = tempfile.mkstemp(prefix="iotrace-bench-")
-        os.write(fd, b"x" * 4096)
-        os.close(fd)
-    n = args.calls
-    res: dict[str, list[float]] = {"untraced": [], "floor": [], "iotrace": []}
-    recorded, lost = [], []
-    for _ in range(args.reps):  # interleaved, so drift hits every mode alike
-        res["untraced"].append(untraced(exe, n, file))
-        res["floor"].append(floor(exe, n, file, name))
-        ns, got, lo = iotrace(exe, n, file, name)
-        res["iotrace"].append(ns)
-        recorded.append(got)
-        lost.append(lo)
-    few = max(20_000, n // 100)  # the slow tracers get fewer calls
-    st = strace(exe, few, file)
-    pt = perf_trace(exe, few, file)
-    base = median(res["untraced"])
-    fl = median(res["floor"]) - base
-    io = median(res["iotrace"]) - base
-    ratio = io / fl if fl > 0 else float("inf")
-    print(f"tracing cost per {name}() call, {n:,} calls x {args.reps} reps (medians of the")
-    print("loop thread's own CPU time per call, which includes the BPF programs it runs)")
-    print(f"{'tracing':<38}{'ns/call':>10}{'added ns':>10}{'vs untraced':>13}")
-    rows = [
-        ("none", base),
-        ("empty BPF enter+exit (the floor)", median(res["floor"])),
-        ("iotrace, every call recorded", median(res["iotrace"])),
-        ("perf trace (wall time)", pt),
-        ("strace (wall time)", st),
-    ]
-    for label, v in rows:
-        if v is None:
-            print(f"{label:<38}{'not installed':>33}")
-            continue
-        print(f"{label:<38}{v:>10,.0f}{v - base:>10,.0f}{v / base:>12.1f}x")
-    print(f"iotrace added cost / floor added cost: {ratio:.2f} (target <= 1.5)")
-    print(f"recorded {min(recorded):,}..{max(recorded):,} of {n:,} calls per rep; lost {sum(lost)}")
-    emit_json(
-        "overhead",
-        {
-            "syscall": name,
-            "calls": n,
-            "untraced_ns": base,
-            "floor_ns": median(res["floor"]),
-            "iotrace_ns": median(res["iotrace"]),
-            "strace_ns": st,
-            "perf_trace_ns": pt,
-            "ratio_vs_floor": ratio,
-            "recorded_min": min(recorded),
-            "lost": sum(lost),
-        },
-    )
-    if file:
-        os.unlink(file)
+    r = measure(args.calls, args.reps, args.pread)
+    print(render(r))
+    emit_json("overhead", {k: v for k, v in r.items() if k != "raw"})
     return 0
 
 
