@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_recording_options(p)
     p.add_argument("--clean", action="store_true", help="remove the workload data first")
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="run the workloads untraced first, then traced, and report what tracing cost",
+    )
 
     p = sub.add_parser("trace", help="trace running processes or a command")
     p.add_argument(

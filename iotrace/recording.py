@@ -93,6 +93,8 @@ class Target:
     info: dict[str, Any] = field(default_factory=dict)
     own: bool = True
     """True when iotrace started it (and so stops it at the end)."""
+    runs_for_duration: bool = False
+    """True when it was told -d and ends by itself when that is up (workloads)."""
 
 
 class _Stop:
@@ -226,13 +228,36 @@ def cmd_run(args: argparse.Namespace) -> int:
                         result=w.result,
                         close=w.close,
                         info={"name": spec.name, "model": spec.model, "api": spec.api},
+                        runs_for_duration=args.duration is not None,
                     )
                 )
             if not targets and not stopper.event.is_set():
                 raise IotraceError("none of the chosen workloads can run on this machine")
             return targets
 
-        return _record(args, "run", out, stopper, start_targets, {"workloads_asked": names})
+        baseline = None
+        if args.overhead:
+            from iotrace import overhead
+
+            print(
+                f"iotrace: --overhead: running {', '.join(names)} untraced first "
+                f"({f'{args.duration:g} s' if args.duration else 'to their end'}), "
+                "then traced",
+                file=sys.stderr,
+            )
+            baseline = overhead.measure_untraced(
+                names,
+                args.workload_options,
+                run_as=run_as,
+                duration_s=args.duration,
+                stop=stopper.event,
+            )
+            if stopper.event.is_set():
+                return _stopped_early(stopper, "only the untraced run had started; no trace")
+        extra: dict[str, Any] = {"workloads_asked": names}
+        if baseline is not None:
+            extra["overhead_untraced"] = baseline
+        return _record(args, "run", out, stopper, start_targets, extra, baseline)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -311,8 +336,11 @@ def _record(
     stopper: _Stop,
     start_targets: Callable[[], list[Target]],
     extra_meta: dict[str, Any],
+    overhead_baseline: dict[str, dict[str, Any]] | None = None,
 ) -> int:
     """Trace until the targets end, the duration is up, or a signal asks to stop.
+    With `overhead_baseline` (the workloads' untraced results), the footer also
+    gets the comparison with the traced run.
 
     Called with `stopper` installed, and it stays installed through saving:
     SIGINT/SIGTERM/SIGHUP at any point only ask to stop, so the probes are
@@ -379,6 +407,8 @@ def _record(
             drain_interval_s=args.drain_ms / 1000,
         )
         prog.add_pids(p for t in targets for p in t.pids)
+        if overhead_baseline is not None:
+            source.count_events_of(p for t in targets for p in t.pids)
         source.start()
         if stopper.event.is_set():
             # A signal while starting: the targets never ran; the (empty) trace
@@ -403,7 +433,7 @@ def _record(
             write_failed = source.error
             _after_write_failure(write_failed, command, targets, stopper, source, prog)
     finally:
-        results = _finish(targets, source, writer, prog)
+        results, footer = _finish(targets, source, writer, prog, overhead_baseline)
     assert writer is not None and source is not None
     if source.error and source.error != write_failed:
         print(f"iotrace: {source.error}", file=sys.stderr)
@@ -415,6 +445,7 @@ def _record(
         command,
         lost=source.lost_total,
         reported=bool(write_failed),
+        overhead=footer.get("overhead"),
     )
 
 
@@ -490,11 +521,19 @@ def _end_live_view(
     source.stop()
 
 
+WORKLOAD_WRAP_UP_S = 5.0
+"""Workloads are given -d as their own runtime and end by themselves, then report
+what they measured; stopping them at the same instant raced their wrap-up (libaio's
+io_destroy waits for requests in flight) and lost their results."""
+
+
 def _wait_targets(
     targets: list[Target], duration: float | None, stopper: _Stop, source: Any
 ) -> None:
     """Until the targets end, the duration is up, a stop is asked for, or the
     recording failed (source.error)."""
+    if duration and targets and all(t.runs_for_duration for t in targets):
+        duration += WORKLOAD_WRAP_UP_S
     deadline = time.monotonic() + duration if duration else None
     while not stopper.event.is_set():
         if deadline is not None and time.monotonic() >= deadline:
@@ -511,10 +550,13 @@ def _finish(
     source: Any,
     writer: session.TraceWriter | None,
     prog: Any,
-) -> dict[str, Any]:
+    overhead_baseline: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Stop what we started, drain the rest, close the file, detach probes.
-    Runs on every exit path, Ctrl-C included."""
+    Runs on every exit path, Ctrl-C included. Returns the targets' results and
+    the footer written."""
     results: dict[str, Any] = {}
+    footer: dict[str, Any] = {"results": results}
     try:
         for t in targets:
             if t.own:
@@ -532,18 +574,27 @@ def _finish(
             source.stop()
             source.join(timeout=30)
         if writer is not None:
-            footer: dict[str, Any] = {"results": results}
             if source is not None:
                 footer["stats"] = source.stats
                 footer["not_observed"] = getattr(source, "not_observed", {})
                 footer["tasks"] = len(source.registry.by_tid)
+                if overhead_baseline is not None:
+                    from iotrace import overhead
+
+                    footer["overhead"] = overhead.compare(
+                        overhead_baseline,
+                        results,
+                        source.events_by_pid,
+                        drain_cpu_s=source.drain_cpu_s,
+                        events_total=source.events_total,
+                    )
             writer.write_tasks(source.registry.all() if source is not None else [])
             writer.close(footer)
         if source is not None:
             source.close()
     finally:
         prog.close()
-    return results
+    return results, footer
 
 
 def _summarise(
@@ -555,6 +606,7 @@ def _summarise(
     *,
     lost: int = 0,
     reported: bool = False,
+    overhead: dict[str, Any] | None = None,
 ) -> int:
     from iotrace import report
 
@@ -569,6 +621,10 @@ def _summarise(
             f"{writer.events_written:,} events, lost events: {lost:,}; "
             f"for the summary run 'iotrace report {out}'"
         )
+    if overhead is not None:
+        from iotrace.overhead import render
+
+        print(render(overhead))
     print(f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)")
     if writer.error:
         return EXIT_IO

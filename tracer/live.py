@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,13 @@ class LiveSource:
         self.lost_total = 0
         self.error: str = ""
         self._rate_window: list[tuple[float, int]] = []
+        self.events_by_pid: dict[int, int] = {}
+        """Records kept per pid, for the pids given to count_events_of() only."""
+
+    def count_events_of(self, pids: Iterable[int]) -> None:
+        """Count the records of these processes as they are drained (`run --overhead`)."""
+        for pid in pids:
+            self.events_by_pid.setdefault(int(pid), 0)
 
     # ---- TraceSource ----
     def read(self, timeout: float) -> Batch | None:
@@ -172,6 +180,10 @@ class LiveSource:
             return
         self.registry.observe(batch)
         self.events_total += len(batch)
+        if self.events_by_pid:
+            col = batch["pid"]
+            for pid in self.events_by_pid:
+                self.events_by_pid[pid] += int(np.count_nonzero(col == pid))
         self._rate_window.append((time.monotonic(), self.events_total))
         if len(self._rate_window) > 400:
             self._rate_window = self._rate_window[-200:]

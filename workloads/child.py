@@ -12,17 +12,27 @@ poll or select, so a tracer that adds our pids while we wait sees nothing of it.
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import os
 import signal
-import sys
-from collections.abc import Sequence
 
-from iotrace.workloads import engine
-from iotrace.workloads.datafile import Unavailable
+# Before any import can start a thread (numpy's OpenBLAS starts one): a thread
+# created with the release signal unblocked takes the launcher's process-directed
+# SIGUSR1 whenever the main thread is not inside sigtimedwait (between reporting
+# "ready" and waiting), and its default action kills the workload (exit -10).
+# Threads inherit the mask, so blocking it here covers every one of them.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
-from iotrace.errors import IotraceError
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from iotrace.workloads import engine  # noqa: E402
+from iotrace.workloads.datafile import Unavailable  # noqa: E402
+
+from iotrace.errors import IotraceError  # noqa: E402
+
+assert engine.RELEASE_SIGNAL == signal.SIGUSR1
 
 
 def _wait_release(parent: int) -> None:
