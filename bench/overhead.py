@@ -13,11 +13,13 @@ the floor's added cost, i.e. below bpftrace's while keeping every event.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,64 @@ def bpftrace(exe: Path, n: int, file: str | None, name: str) -> float | None:
             bt.communicate()
 
 
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled for the duration: every program's run time and run
+    count appear in its fd's fdinfo. It costs two clock reads per program run, so it
+    is on only for the profile pass, never for the timed repetitions."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = knob.read_text().strip()
+    knob.write_text("1")
+    try:
+        yield
+    finally:
+        knob.write_text(old)
+
+
+def prog_run_ns() -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the BPF programs this process holds."""
+    total_ns = total_cnt = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            key, _, value = line.partition(":")
+            if key == "run_time_ns":
+                total_ns += int(value)
+            elif key == "run_cnt":
+                total_cnt += int(value)
+    return total_ns, total_cnt
+
+
+def profile(exe: Path, n: int, file: str | None, name: str) -> dict[str, float]:
+    """BPF program run time per traced call, floor vs iotrace (kernel.bpf_stats): what
+    the programs' bodies cost, apart from the tracepoint dispatch both pay alike."""
+    out: dict[str, float] = {}
+    with bpf_stats():
+        prog = RawProgram(FLOOR.format(name=name))
+        try:
+            ns0, _ = prog_run_ns()
+            untraced(exe, n, file)
+            ns1, _ = prog_run_ns()
+            out["floor_prog_ns"] = (ns1 - ns0) / n
+        finally:
+            prog.close()
+        with tempfile.TemporaryDirectory() as d:
+            rec = Recording(Path(d) / "profile.trace")
+            g = Gated(_loop(exe, n, file))
+            rec.add(g.pid)
+            ns0, _ = prog_run_ns()
+            g.go()
+            ns1, _ = prog_run_ns()
+            rec.stop()
+            out["iotrace_prog_ns"] = (ns1 - ns0) / n
+    return out
+
+
 def strace(exe: Path, n: int, file: str | None) -> float | None:
     if shutil.which("strace") is None:
         return None
@@ -157,6 +217,7 @@ def measure(calls: int, reps: int, pread: bool) -> dict[str, Any]:
             bt = bpftrace(exe, calls, file, name)
             if bt is not None:
                 res["bpftrace"].append(bt)
+        prof = profile(exe, calls, file, name)
         few = max(20_000, calls // 100)  # the slow tracers get fewer calls
         st = strace(exe, few, file)
         pt = perf_trace(exe, few, file)
@@ -179,6 +240,7 @@ def measure(calls: int, reps: int, pread: bool) -> dict[str, Any]:
         "perf_trace_ns": pt,
         "ratio_vs_floor": io / fl if fl > 0 else float("inf"),
         "bpftrace_ratio_vs_floor": (bt_ns - base) / fl if bt_ns is not None and fl > 0 else None,
+        **prof,
         "recorded_min": min(recorded),
         "recorded_max": max(recorded),
         "lost": sum(lost),
@@ -208,6 +270,12 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"{label:<40}{v:>10,.0f}{v - base:>10,.0f}{v / base:>12.1f}x")
     lines.append(
         f"iotrace added cost / floor added cost: {r['ratio_vs_floor']:.2f} (target <= 1.5)"
+    )
+    lines.append(
+        f"BPF program run time per call (kernel.bpf_stats, a separate pass): floor "
+        f"{r['floor_prog_ns']:.0f} ns, iotrace {r['iotrace_prog_ns']:.0f} ns (its enter+exit "
+        "bodies plus the scheduler probes); the rest of the added cost is the tracepoint "
+        "dispatch both pay"
     )
     if r["bpftrace_ratio_vs_floor"] is not None:
         lines.append(f"bpftrace added cost / floor added cost: {r['bpftrace_ratio_vs_floor']:.2f}")
