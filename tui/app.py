@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from iotrace.tui.lanes import BasePainter
 from iotrace.tui.messages import SnapshotTaken, SourceEnded, SourceFailed
 from iotrace.tui.model import DEFAULT_MAX_EVENTS, Aggregator
 from iotrace.tui.screens.dashboard import DashboardScreen
@@ -25,6 +26,9 @@ from iotrace.source import TraceSource
 REDRAW_HZ = 12
 SNAPSHOT_EVERY_S = 0.2
 READ_TIMEOUT_S = 0.1
+PAINT_STEP_S = 0.02
+"""Between two reads the drain paints new rows on the base grid for at most about
+this long: the rest waits for the next gap (frames paint what they need meanwhile)."""
 
 
 class DashboardApp(App[None]):
@@ -49,6 +53,9 @@ class DashboardApp(App[None]):
         self.aggregator = Aggregator(source.meta, live=source.live, max_events=max_events)
         self.source_done = threading.Event()
         """Set once the source returned None and the final snapshot was posted."""
+        self.painted = threading.Event()
+        """Set once, after the source ended, every stored row was painted on the base grid."""
+        self.painter = BasePainter(self.aggregator.store)
         self.error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,8 +98,20 @@ class DashboardApp(App[None]):
         self.post_message(SnapshotTaken(self.aggregator.snapshot()))
 
     def _drain(self) -> None:
-        """Read the source until it ends; aggregate here, off the UI thread.
-        Never waits for the UI: snapshots replace each other in its queue."""
+        """Read the source until it ends; aggregate and paint the base grid here,
+        off the UI thread. Never waits for the UI: snapshots replace each other in
+        its queue."""
+        self._read_source()
+        try:
+            # Whatever the source delivered faster than it could be painted.
+            while not self._stop.is_set() and not self.painter.step(PAINT_STEP_S):
+                pass
+        except Exception as exc:  # a bug must reach the user as a notice
+            self.post_message(SourceFailed(f"painting the timeline: {type(exc).__name__}: {exc}"))
+        finally:
+            self.painted.set()
+
+    def _read_source(self) -> None:
         agg = self.aggregator
         last = 0.0
         try:
@@ -104,6 +123,7 @@ class DashboardApp(App[None]):
                     # An idle live source still moves time on (CLOCK_MONOTONIC, as the probes).
                     batch = dataclasses.replace(batch, now_ns=self.clock())
                 agg.ingest(batch)
+                self.painter.step(PAINT_STEP_S)
                 now = time.monotonic()
                 if now - last >= SNAPSHOT_EVERY_S:
                     last = now

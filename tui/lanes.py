@@ -10,7 +10,8 @@ that no traced call or off-CPU interval explains is "running in user space".
 
 from __future__ import annotations
 
-import weakref
+import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -40,6 +41,8 @@ LOST: Final = 9
 REQ_KERNEL: Final = 10
 REQ_WORKER: Final = 11
 REQ_REAP: Final = 12
+PENDING: Final = 13
+"""Not drawn yet: rows nobody has painted (a frame ran out of its budget)."""
 
 GLYPH: Final = {
     NONE: " ",
@@ -55,6 +58,7 @@ GLYPH: Final = {
     REQ_KERNEL: "═",
     REQ_WORKER: "≡",
     REQ_REAP: "─",
+    PENDING: "?",
 }
 MEANING: Final = {
     USER: "running in user space",
@@ -69,6 +73,7 @@ MEANING: Final = {
     REQ_KERNEL: "request in flight",
     REQ_WORKER: "in flight on an io-wq worker",
     REQ_REAP: "done, not yet reaped",
+    PENDING: "not drawn yet",
 }
 LEGEND_ORDER: Final = (
     USER,
@@ -211,6 +216,12 @@ class FrameData:
     """tid -> state per cell (uint8)."""
     requests: dict[int, RequestBars] = field(default_factory=dict)
     lost: np.ndarray | None = None
+    pending: np.ndarray | None = None
+    """Cells not drawn yet (shown PENDING); None or all False once complete."""
+
+    @property
+    def drawing(self) -> bool:
+        return self.pending is not None and bool(self.pending.any())
 
 
 def lost_cells(
@@ -299,72 +310,228 @@ def _paint(
     )
 
 
-@dataclass
-class _Cached:
-    key: tuple[object, ...]
-    cell0: int
-    cov: np.ndarray
-
-
-# Sealed chunks never change, so their coverage on a grid is computed once per
-# (cell size, lane set, filter): a frame then costs the open chunk plus sums.
-_CACHE: weakref.WeakKeyDictionary[object, _Cached] = weakref.WeakKeyDictionary()
-_CACHE_MAX_CELLS: Final = 8192
-
+# --- painted cells ------------------------------------------------------------
+# Painting events into cells is what a frame cannot afford at a million events
+# (~100 ns an event). Coverage adds up event by event, so a chunk's rows are
+# painted once, a slice at a time, and the cells kept: on the 5 ms base grid by
+# the drain thread (`BasePainter`), at the view's cell size by the UI
+# (`PaintCache`, within a time budget per frame; what is left shows "drawing").
 
 BASE_CELL_NS: Final = 5_000_000
-"""Sealed chunks are painted once on a 5 ms grid; any view whose cells are whole
-multiples of it is summed from those cells instead of from events."""
-_BASE_MAX_CELLS: Final = 4096
+"""The drain paints every chunk once on a 5 ms grid; any view whose cells are whole
+multiples of it sums those cells instead of painting events."""
+BASE_MAX_BYTES_PER_EVENT: Final = 16
+"""A chunk whose base cells would take more than this per row it can hold (few
+events over a long time, many threads) keeps none: views paint it from events."""
+SLICE_ROWS: Final = 8192
+"""Rows painted at once: the unit of work both painters check their budget against."""
+FRAME_PAINT_BUDGET_S: Final = 0.025
+"""Wall time one frame may spend painting events; the rest is drawn "drawing" and
+painted by the next frames."""
+VIEW_MAX_CELLS: Final = 2048
+"""A chunk spanning more view cells than this is painted only where the view is."""
+_F32: Final = np.float32
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Coverage painted from the first `done` rows of one chunk: one line of cells
+    per (lane, slot) that has any, on a grid of `cell_ns` cells from cell `cell0`."""
+
+    cell_ns: int
+    cell0: int
+    tids: np.ndarray
+    """Sorted tids; a line's lane is an index into them."""
+    lines: np.ndarray
+    """Sorted line ids (lane x slots + slot), one per row of `cov`."""
+    cov: np.ndarray
+    """(lines, cells), float32."""
+    done: int
+
+    @property
+    def ncells(self) -> int:
+        return int(self.cov.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.cov.nbytes + self.lines.nbytes + self.tids.nbytes)
+
+
+def _no_cells(cell_ns: int, cell0: int, tids: np.ndarray, done: int) -> Cells:
+    return Cells(cell_ns, cell0, tids, np.zeros(0, np.intp), np.zeros((0, 0), _F32), done)
+
+
+NO_BASE: Final = _no_cells(BASE_CELL_NS, 0, np.zeros(0, np.int64), 0)
+"""A chunk kept off the base grid (over BASE_MAX_BYTES_PER_EVENT)."""
+
+
+def _rows(cols: dict[str, np.ndarray], r0: int, r1: int) -> dict[str, np.ndarray]:
+    return {k: v[r0:r1] for k, v in cols.items()}
+
+
+class _TooBig(Exception):
+    """Painting these rows would take more cells than allowed."""
+
+
+def _paint_rows(
+    cols: dict[str, np.ndarray],
+    tids: np.ndarray | None,
+    cell_ns: int,
+    window: tuple[int, int] | None = None,
+    ef: EventFilter | None = None,
+    max_cells: int | None = None,
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray] | None:
+    """Paint events on the grid of `cell_ns` (only cells in `window` if given), for
+    lanes `tids` (None: the events' own): (tids, cell0, lines, cov), empty lines
+    left out; None when nothing is drawn. Raises _TooBig, before painting, when
+    lanes x cells would pass `max_cells`."""
+    if ef is not None:
+        m = ef.mask(cols)
+        cols = {k: v[m] for k, v in cols.items()}
+    ts = cols["ts_ns"]
+    if len(ts) == 0:
+        return None
+    top = np.maximum(np.maximum(cols["end_ns"], cols["kdone_ns"]), ts)
+    lo, hi = int(ts.min()) // cell_ns, int(top.max()) // cell_ns + 1
+    if window is not None:
+        m = (top >= window[0] * cell_ns) & (ts < window[1] * cell_ns)
+        if not m.any():
+            return None
+        cols = {k: v[m] for k, v in cols.items()}
+        lo, hi = max(lo, window[0]), min(hi, window[1])
+    if tids is None:
+        tids = np.unique(cols["tid"]).astype(np.int64)
+    if max_cells is not None and (hi - lo) * len(tids) > max_cells:
+        raise _TooBig
+    cov = _paint(cols, tids, lo, hi - lo, cell_ns).reshape(len(tids) * _C, hi - lo)
+    lines = np.flatnonzero(cov.any(axis=1))
+    return tids, lo, lines, cov[lines].astype(_F32)
+
+
+def _relabel(lines: np.ndarray, tids: np.ndarray, into: np.ndarray) -> np.ndarray:
+    return np.searchsorted(into, tids[lines // _C]) * _C + lines % _C
+
+
+def _merge(
+    old: Cells | None,
+    part: tuple[np.ndarray, int, np.ndarray, np.ndarray] | None,
+    cell_ns: int,
+    done: int,
+    *,
+    in_place: bool = False,
+) -> Cells:
+    """`old` plus newly painted rows. A new Cells unless `in_place` (only for cells
+    no other thread reads) and the part fits in the old lines and cells."""
+    if part is None:
+        if old is None:
+            return _no_cells(cell_ns, 0, np.zeros(0, np.int64), done)
+        return dataclasses.replace(old, done=done)
+    tids, cell0, lines, cov = part
+    if old is None or not len(old.lines):
+        return Cells(cell_ns, cell0, tids, lines, cov, done)
+    n = cov.shape[1]
+    same = old.tids is tids or np.array_equal(old.tids, tids)
+    utids = old.tids if same else np.union1d(old.tids, tids)
+    la = old.lines if same else _relabel(old.lines, old.tids, utids)
+    lb = lines if same else _relabel(lines, tids, utids)
+    lo, hi = min(old.cell0, cell0), max(old.cell0 + old.ncells, cell0 + n)
+    if in_place and same and (lo, hi) == (old.cell0, old.cell0 + old.ncells):
+        rows = np.minimum(np.searchsorted(la, lb), len(la) - 1)
+        if (la[rows] == lb).all():
+            old.cov[rows, cell0 - lo : cell0 - lo + n] += cov
+            return dataclasses.replace(old, done=done)
+    ulines = np.union1d(la, lb)
+    out = np.zeros((len(ulines), hi - lo), _F32)
+    out[np.searchsorted(ulines, la), old.cell0 - lo : old.cell0 - lo + old.ncells] = old.cov
+    out[np.searchsorted(ulines, lb), cell0 - lo : cell0 - lo + n] += cov
+    return Cells(cell_ns, lo, utids, ulines, out, done)
+
+
+def _to_view(base: Cells, tids: np.ndarray, cell_ns: int) -> Cells:
+    """Base cells summed into view cells of `cell_ns` (a whole multiple of the base
+    cell), lines re-labelled to the view's lanes `tids` (others left out)."""
+    per = cell_ns // base.cell_ns
+    v0 = base.cell0 // per
+    if not len(base.lines):
+        return _no_cells(cell_ns, v0, tids, base.done)
+    btids = base.tids[base.lines // _C]
+    pos = np.minimum(np.searchsorted(tids, btids), len(tids) - 1)
+    ok = tids[pos] == btids
+    v1 = (base.cell0 + base.ncells - 1) // per + 1
+    starts = np.maximum(np.arange(v0, v1, dtype=np.int64) * per - base.cell0, 0)
+    # Coverage is a fraction of a cell: a view cell is the mean of its base cells.
+    view = np.add.reduceat(base.cov if ok.all() else base.cov[ok], starts, axis=1)
+    view *= _F32(1.0 / per)
+    return Cells(cell_ns, v0, tids, pos[ok] * _C + base.lines[ok] % _C, view, base.done)
+
+
+class BasePainter:
+    """Paints the store's chunks on the base grid, newest rows first, a bounded
+    amount at a time: the drain thread calls `step` between batches, so the UI
+    sums prepared cells instead of painting events. A chunk's cells are replaced
+    whole (`chunk.base`), never changed in place: the UI reads them lock-free."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def step(self, budget_s: float) -> bool:
+        """Paint for about `budget_s` (one slice at least, at most one slice over);
+        True once every stored row is painted."""
+        deadline = time.perf_counter() + budget_s
+        first = True
+        for chunk in reversed(self.store.chunks()):
+            base: Cells | None = chunk.base
+            if base is NO_BASE:
+                continue
+            n = chunk.n
+            done = base.done if base is not None else 0
+            cap = BASE_MAX_BYTES_PER_EVENT * len(chunk.cols["ts_ns"])
+            while done < n:
+                if not first and time.perf_counter() >= deadline:
+                    return False
+                first = False
+                r1 = min(n, done + SLICE_ROWS)
+                try:
+                    # Each lane takes a line at least: refuse before painting.
+                    part = _paint_rows(
+                        _rows(chunk.cols, done, r1), None, BASE_CELL_NS, max_cells=cap // 4
+                    )
+                    base = _merge(base, part, BASE_CELL_NS, r1)
+                except _TooBig:
+                    base = NO_BASE
+                if base.nbytes > cap:
+                    base = NO_BASE
+                chunk.base = base
+                if base is NO_BASE:
+                    break
+                done = r1
+        return True
+
+
+def base_nbytes(store: Store) -> int:
+    """Memory held by the base grid's cells."""
+    return sum(c.base.nbytes for c in store.chunks() if c.base is not None)
 
 
 @dataclass
-class _Base:
-    tids: np.ndarray
-    """Sorted tids with events in the chunk."""
-    cell0: int
-    cov: np.ndarray
-    """(tids, slots, base cells), float32."""
+class _Entry:
+    key: tuple[object, ...]
+    cells: Cells | None
 
 
-_BASE: weakref.WeakKeyDictionary[object, _Base | None] = weakref.WeakKeyDictionary()
+class PaintCache:
+    """Cells the UI painted or summed for the last frame, per chunk, at that
+    frame's cell size (owned by one timeline; only the UI thread touches it)."""
 
+    def __init__(self) -> None:
+        self.entries: dict[object, _Entry] = {}
 
-def cache_nbytes() -> int:
-    """Memory held by painted cells (the base grid and the per-view cache)."""
-    base = sum(b.cov.nbytes for b in list(_BASE.values()) if b is not None)
-    return base + sum(c.cov.nbytes for c in list(_CACHE.values()))
+    def clear(self) -> None:
+        self.entries = {}
 
-
-def _base_of(chunk: object, cols: dict[str, np.ndarray]) -> _Base | None:
-    if chunk in _BASE:
-        return _BASE[chunk]
-    ca = int(chunk.min_ts) // BASE_CELL_NS  # type: ignore[attr-defined]
-    cb = int(chunk.max_t) // BASE_CELL_NS + 1  # type: ignore[attr-defined]
-    base = None
-    if cb - ca <= _BASE_MAX_CELLS:
-        ctids = np.unique(cols["tid"]).astype(np.int64)
-        cov = _paint(cols, ctids, ca, cb - ca, BASE_CELL_NS).astype(np.float32)
-        base = _Base(ctids, ca, cov)
-    _BASE[chunk] = base
-    return base
-
-
-def _from_base(base: _Base, tids: np.ndarray, per: int) -> tuple[int, np.ndarray]:
-    """A chunk's cells at `per` base cells to a view cell, rows in `tids` order:
-    (first view cell, lanes x slots x cells)."""
-    off = base.cell0 % per
-    nb = base.cov.shape[2]
-    padded = -(-(off + nb) // per) * per
-    arr = np.zeros((len(base.tids), _C, padded), dtype=np.float32)
-    arr[:, :, off : off + nb] = base.cov
-    # Coverage is a fraction of a cell: a view cell is the mean of its base cells.
-    view = arr.reshape(len(base.tids), _C, padded // per, per).mean(axis=3)
-    out = np.zeros((len(tids), _C, view.shape[2]))
-    rows = np.minimum(np.searchsorted(tids, base.tids), len(tids) - 1)
-    ok = tids[rows] == base.tids
-    out[rows[ok]] = view[ok]
-    return (base.cell0 - off) // per, out
+    @property
+    def nbytes(self) -> int:
+        return sum(e.cells.nbytes for e in self.entries.values() if e.cells is not None)
 
 
 def grid(t0: int, t1: int, ncells: int) -> tuple[int, int]:
@@ -377,6 +544,72 @@ def grid(t0: int, t1: int, ncells: int) -> tuple[int, int]:
     return cell, t0 // cell
 
 
+def _painted_cells(
+    store: Store,
+    tids: np.ndarray,
+    a0: int,
+    ncells: int,
+    cell: int,
+    ef: EventFilter | None,
+    cache: PaintCache,
+    deadline: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage (lanes x slots, cells) of the view, and which cells still wait for
+    rows nobody has painted yet (the budget ran out)."""
+    L = len(tids)
+    t0, t1 = a0 * cell, (a0 + ncells) * cell
+    acc = np.zeros((L * _C, ncells))
+    pending = np.zeros(ncells, dtype=bool)
+    use_base = ef is None and cell % BASE_CELL_NS == 0
+    view_key = (cell, tids.tobytes(), ef)
+    entries: dict[object, _Entry] = {}
+    todo = []
+    for chunk, n, cols in store.chunks_overlapping(t0, t1):
+        ca, cb = chunk.min_ts // cell, chunk.max_t // cell + 1
+        window = None if cb - ca <= VIEW_MAX_CELLS else (a0, a0 + ncells)
+        key = (*view_key, window)
+        old = cache.entries.get(chunk)
+        e = old if old is not None and old.key == key else _Entry(key, None)
+        base = chunk.base if use_base and window is None else None
+        done = e.cells.done if e.cells is not None else 0
+        if (
+            base is not None
+            and base is not NO_BASE
+            and base.done > done
+            and (deadline is None or time.perf_counter() < deadline)
+        ):
+            e.cells = _to_view(base, tids, cell)
+        entries[chunk] = e
+        if (e.cells.done if e.cells is not None else 0) < n:
+            todo.append((e, n, cols, window))
+    # Rows no prepared cells cover (the open chunk's newest, a zoom below the base
+    # grid, a filter): painted from events, oldest first, while the budget lasts.
+    first = True  # one slice a frame at least, so drawing always moves on
+    for e, n, cols, window in todo:
+        done = e.cells.done if e.cells is not None else 0
+        while done < n and (first or deadline is None or time.perf_counter() < deadline):
+            first = False
+            r1 = min(n, done + SLICE_ROWS)
+            part = _paint_rows(_rows(cols, done, r1), tids, cell, window, ef)
+            e.cells = _merge(e.cells, part, cell, r1, in_place=True)
+            done = r1
+        if done < n:
+            ts = cols["ts_ns"][done:n]
+            top = np.maximum(np.maximum(cols["end_ns"][done:n], cols["kdone_ns"][done:n]), ts)
+            lo = max(int(ts.min()) // cell - a0, 0)
+            hi = min(int(top.max()) // cell + 1 - a0, ncells)
+            pending[lo:hi] = True
+    cache.entries = entries
+    for e in entries.values():
+        c = e.cells
+        if c is None or not len(c.lines):
+            continue
+        lo, hi = max(c.cell0, a0), min(c.cell0 + c.ncells, a0 + ncells)
+        if hi > lo:
+            acc[c.lines, lo - a0 : hi - a0] += c.cov[:, lo - c.cell0 : hi - c.cell0]
+    return acc.reshape(L, _C, ncells), pending
+
+
 def compute(
     store: Store,
     lanes: list[LaneInfo],
@@ -387,9 +620,15 @@ def compute(
     lost_gaps: tuple[LostGap, ...] | list[LostGap] = (),
     event_filter: EventFilter | None = None,
     max_sub: int = 4,
+    cache: PaintCache | None = None,
+    budget_s: float | None = None,
 ) -> FrameData:
     """States and request bars for `lanes` over about [t0, t1) in `ncells` cells
-    (the range is aligned to the cell grid; the frame says the exact one)."""
+    (the range is aligned to the cell grid; the frame says the exact one).
+
+    `cache` keeps what this frame painted for the next one; with `budget_s`, the
+    frame paints events for about that long and marks the cells it could not
+    finish PENDING (`frame.pending`), for the next frames to complete."""
     t1 = max(t1, t0 + ncells)
     cell, a0 = grid(t0, t1, ncells)
     t0, t1 = a0 * cell, (a0 + ncells) * cell
@@ -399,39 +638,10 @@ def compute(
     ef = event_filter if event_filter is not None and event_filter.active else None
     tids = np.array(sorted(la.tid for la in lanes), dtype=np.int64)
     L = len(tids)
-    key_base = (cell, tuple(tids.tolist()), ef)
-    acc = np.zeros((L, _C, ncells))
-    use_base = ef is None and cell % BASE_CELL_NS == 0
-    for chunk, n, cols in store.chunks_overlapping(t0, t1):
-        ca, cb = chunk.min_ts // cell, chunk.max_t // cell + 1
-        if cb - ca <= _CACHE_MAX_CELLS:
-            key = (*key_base, n)
-            hit = _CACHE.get(chunk)
-            if hit is None or hit.key != key:
-                sealed = n == len(chunk.cols["ts_ns"])  # a full chunk never changes
-                base = _base_of(chunk, cols) if use_base and sealed else None
-                if base is not None:
-                    hit = _Cached(key, *_from_base(base, tids, cell // BASE_CELL_NS))
-                else:
-                    c = cols
-                    if ef is not None:
-                        m = ef.mask(c)
-                        c = {k: v[m] for k, v in c.items()}
-                    hit = _Cached(key, ca, _paint(c, tids, ca, cb - ca, cell))
-                _CACHE[chunk] = hit
-            c0, nc = hit.cell0, hit.cov.shape[2]
-            lo, hi = max(c0, a0), min(c0 + nc, a0 + ncells)
-            if hi > lo:
-                acc[:, :, lo - a0 : hi - a0] += hit.cov[:, :, lo - c0 : hi - c0]
-        else:
-            # Spans far more than a view (deep zoom): paint only what is in view.
-            ts = cols["ts_ns"]
-            top = np.maximum(np.maximum(cols["end_ns"], cols["kdone_ns"]), ts)
-            m = (ts <= t1) & (top >= t0)
-            if ef is not None:
-                m &= ef.mask(cols)
-            c = {k: v[m] for k, v in cols.items()}
-            acc += _paint(c, tids, a0, ncells, cell)
+    deadline = None if budget_s is None else time.perf_counter() + budget_s
+    acc, pending = _painted_cells(
+        store, tids, a0, ncells, cell, ef, cache if cache is not None else PaintCache(), deadline
+    )
 
     if ef is None:
         # Alive span per lane; user = alive - everything else.
@@ -447,6 +657,10 @@ def compute(
     spin = (acc[:, SPIN, :] >= SPIN_SHOWS) & np.isin(state, (USER, SYS, RUNQ))
     state[spin] = SPIN
     state[thread.sum(axis=1) < 0.02] = NONE
+    # Never drawn as idle (or as anything) before its events are painted.
+    frame.pending = pending
+    if pending.any():
+        state[:, pending] = PENDING
     lost = lost_cells(lost_gaps, t0, t1, ncells)
     frame.lost = lost
     if lost.any():
@@ -472,6 +686,7 @@ def compute(
             in_kernel = (kern + wk) / scale > j
             line[total / scale > j] = REQ_REAP
             line[in_kernel] = np.where(wk > kern, REQ_WORKER, REQ_KERNEL)[in_kernel]
+            line[pending] = PENDING
             if lost.any():
                 line[lost] = LOST
             lines.append(line)

@@ -189,13 +189,17 @@ def hist_quantile(hist: np.ndarray, q: float) -> float:
 
 
 class _Chunk:
-    __slots__ = ("__weakref__", "cols", "max_t", "min_ts", "n")
+    __slots__ = ("__weakref__", "base", "cols", "max_t", "min_ts", "n")
 
     def __init__(self, cap: int) -> None:
         self.cols = {name: np.empty(cap, dtype=t) for name, t in STORE_COLUMNS}
         self.n = 0
         self.min_ts = np.iinfo(np.int64).max
         self.max_t = 0
+        self.base: Any = None
+        """Cells painted from this chunk's first rows on the base grid (see
+        `lanes.BasePainter`): replaced whole by the drain thread, never changed
+        in place, so the UI thread reads it without a lock."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,10 @@ class Store:
             old = self._chunks.pop(0)
             self.evicted += old.n
             self.evicted_until_ns = max(self.evicted_until_ns, old.max_t)
+
+    def chunks(self) -> list[Any]:
+        """The chunks, oldest first (a copy: the drain may add or evict meanwhile)."""
+        return list(self._chunks)
 
     def chunks_overlapping(self, t0: int, t1: int) -> list[tuple[Any, int, dict[str, np.ndarray]]]:
         """(chunk, rows, columns) of each chunk that may hold events overlapping [t0, t1],

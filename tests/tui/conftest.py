@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from iotrace.tui import synthetic
 from iotrace.tui.app import DashboardApp, make_app
+from iotrace.tui.widgets.timeline import Timeline
 
 FIXED_CLOCK_NS = synthetic.T0_NS + 4_500_000_000
 
@@ -44,9 +45,26 @@ async def _settle(pilot, app: DashboardApp, *, drained: bool = True) -> None:
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
+    if drained:
+        for _ in range(400):
+            if app.painted.is_set():
+                break
+            await asyncio.sleep(0.02)
     await pilot.pause()
     app.dashboard._view_key = ()
     app.dashboard.tick()
+    await drawn(pilot, app)
+
+
+async def drawn(pilot, app: DashboardApp) -> None:
+    """Tick until the timeline has no cell left "drawing" (a loaded machine can run
+    a frame out of its painting budget; the next ticks finish it)."""
+    tl = app.dashboard.query_one(Timeline)
+    for _ in range(400):
+        if tl.frame is None or not tl.frame.drawing:
+            break
+        app.dashboard.tick()
+        await asyncio.sleep(0)
     await pilot.pause()
 
 
@@ -65,3 +83,8 @@ def running_app(trace):
 @pytest.fixture
 def settle():
     return _settle
+
+
+@pytest.fixture
+def until_drawn():
+    return drawn

@@ -160,7 +160,7 @@ async def test_detail_pane_shows_histogram_call_and_model(ended_app, settle):
 
 
 @sync
-async def test_slash_filters_lanes_by_name_and_events_by_fd(ended_app, settle):
+async def test_slash_filters_lanes_by_name_and_events_by_fd(ended_app, settle, until_drawn):
     app = ended_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
@@ -171,7 +171,7 @@ async def test_slash_filters_lanes_by_name_and_events_by_fd(ended_app, settle):
         await pilot.pause()
         assert [ln.row for ln in tl.lines] == ["epoll-read", "epoll-read"]
         await pilot.press("slash", "ctrl+u", *"fd:5", "enter")
-        await pilot.pause()
+        await until_drawn(pilot, app)
         assert app.dashboard.event_filter == L.EventFilter(fds=frozenset({5}))
         states = tl.frame.states
         assert (states[1001] == L.BLOCK).any()

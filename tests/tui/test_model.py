@@ -201,19 +201,98 @@ def test_view_errors_are_one_line(tmp_path, trace):
         cmd_view(argparse.Namespace(file=str(path)))  # pytest's stdout is not a tty
 
 
-def test_cells_summed_from_the_base_grid_match_cells_painted_from_events(trace, monkeypatch):
-    store = Store(chunk_events=4096)
-    store.append(trace.events)
-    agg = aggregate(trace)
-    lanes_ = list(agg.snapshot().lanes)
-    a = L.compute(store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=agg.store.lost)
-    assert L._BASE  # sealed chunks were painted on the 5 ms grid
-    monkeypatch.setattr(L, "BASE_CELL_NS", 10**15)  # force painting from events
-    b = L.compute(store, lanes_, a.t0, a.t1, 120, lost_gaps=agg.store.lost)
+def _same_frames(a: L.FrameData, b: L.FrameData) -> None:
     assert (a.t0, a.t1) == (b.t0, b.t1)
+    assert a.states.keys() == b.states.keys()
     for tid in a.states:
-        assert (a.states[tid] == b.states[tid]).all()
+        assert a.states[tid].tolist() == b.states[tid].tolist()
+    assert a.requests.keys() == b.requests.keys()
     for tid in a.requests:
         assert [x.tolist() for x in a.requests[tid].lines] == [
             x.tolist() for x in b.requests[tid].lines
         ]
+
+
+def _store_and_lanes(trace) -> tuple[Store, list[LaneInfo], list[LostGap]]:
+    store = Store(chunk_events=4096)
+    store.append(trace.events)
+    agg = aggregate(trace)
+    return store, list(agg.snapshot().lanes), agg.store.lost
+
+
+def test_cells_summed_from_the_base_grid_match_cells_painted_from_events(trace, monkeypatch):
+    store, lanes_, lost = _store_and_lanes(trace)
+    painted = L.compute(store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost)
+    assert all(c.base is None for c in store.chunks())  # nothing painted in advance
+    # The drain paints the base grid a budget at a time, newest rows first.
+    painter = L.BasePainter(store)
+    steps = 1
+    while not painter.step(0.0):
+        steps += 1
+    assert steps > 1  # it stopped at its budget and went on where it was
+    bases = [c.base for c in store.chunks()]
+    assert all(
+        b is not None and b is not L.NO_BASE and b.done == c.n
+        for b, c in zip(bases, store.chunks(), strict=True)
+    )
+    assert 0 < L.base_nbytes(store) < len(store) * L.BASE_MAX_BYTES_PER_EVENT
+    summed = L.compute(store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost)
+    _same_frames(summed, painted)
+    # A base grid half painted: the frame paints the rest from events.
+    for c in store.chunks()[::2]:
+        c.base = None
+    _same_frames(L.compute(store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost), painted)
+
+
+def test_a_frame_out_of_budget_draws_the_rest_as_drawing_then_completes(trace):
+    store, lanes_, lost = _store_and_lanes(trace)
+    whole = L.compute(store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost)
+    cache = L.PaintCache()
+    frames = []
+    while True:
+        f = L.compute(
+            store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost, cache=cache, budget_s=0.0
+        )
+        frames.append(f)
+        if not f.drawing:
+            break
+        assert len(frames) < 100
+    first = frames[0]
+    assert first.drawing and len(frames) > 2  # one slice a frame when out of budget
+    assert first.pending is not None and first.lost is not None
+    for tid, st in first.states.items():
+        # Not drawn yet is never shown as idle or as a state; a loss still shows.
+        shown = st[first.pending & ~first.lost]
+        assert (shown == L.PENDING).all(), tid
+        assert (st[~first.pending] == whole.states[tid][~first.pending]).all()
+    _same_frames(frames[-1], whole)
+    assert cache.nbytes > 0
+
+
+def test_a_filter_and_a_deep_zoom_paint_from_events(trace):
+    store, lanes_, lost = _store_and_lanes(trace)
+    painter = L.BasePainter(store)
+    while not painter.step(1.0):
+        pass
+    t0 = trace.t0_ns + 1_000_000_000
+    for span, ef in ((50_000_000, None), (4_000_000_000, L.parse_filter("fd:5")[1])):
+        ref = Store(chunk_events=4096)
+        ref.append(trace.events)  # never painted
+        a = L.compute(store, lanes_, t0, t0 + span, 120, lost_gaps=lost, event_filter=ef)
+        b = L.compute(ref, lanes_, t0, t0 + span, 120, lost_gaps=lost, event_filter=ef)
+        _same_frames(a, b)
+
+
+def test_a_chunk_too_sparse_for_the_base_grid_keeps_none():
+    # Two events an hour apart: 720,000 base cells would be far over budget.
+    store = Store(chunk_events=64)
+    ev = np.concatenate(
+        [_call("pread64", 0, 1000, 4096), _call("pread64", 3600 * 10**9, 3600 * 10**9 + 1000, 4096)]
+    )
+    store.append(ev)
+    while not L.BasePainter(store).step(1.0):
+        pass
+    assert store.chunks()[0].base is L.NO_BASE
+    lane = LaneInfo(7, 7, "t", "r", 0, 3600 * 10**9 + 1000, False)
+    f = L.compute(store, [lane], 0, 3600 * 10**9 + 1000, 100)
+    assert not f.drawing and f.states[7][0] != L.NONE

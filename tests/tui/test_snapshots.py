@@ -27,13 +27,13 @@ def test_live_run_after_it_ended(snap_compare, trace, settle, size):
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_replay_zoomed_on_the_lost_range(snap_compare, trace, settle, size):
+def test_replay_zoomed_on_the_lost_range(snap_compare, trace, settle, until_drawn, size):
     app = _app(trace, live=False)
 
     async def ready(pilot):
         await settle(pilot, app)
         await pilot.press("plus", "plus", "plus", "plus", "down", "down", "down")
-        await pilot.pause()
+        await until_drawn(pilot, app)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
 

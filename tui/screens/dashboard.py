@@ -223,6 +223,10 @@ class DashboardScreen(Screen[None]):
             event_filter=self.event_filter,
             row_order=[r.key for r in snap.rows],
         )
+        if tl.frame is not None and tl.frame.drawing:
+            # Cells left "drawing" (the frame's painting budget ran out): the next
+            # tick paints on, whether or not the view or the data change.
+            self._view_key = ()
         self._sync_scoreboard_to_lane()
         self._update_detail()
 

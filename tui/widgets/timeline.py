@@ -32,6 +32,7 @@ STATE_STYLE: dict[int, Style] = {
     L.REQ_KERNEL: Style(color="bright_white"),
     L.REQ_WORKER: Style(color="bright_yellow"),
     L.REQ_REAP: Style(color="white", dim=True),
+    L.PENDING: Style(color="bright_black", italic=True),
 }
 LEGEND_WORDS: dict[int, str] = {
     L.USER: "user",
@@ -46,6 +47,7 @@ LEGEND_WORDS: dict[int, str] = {
     L.REQ_KERNEL: "request in flight",
     L.REQ_WORKER: "on io-wq",
     L.REQ_REAP: "done, not reaped",
+    L.PENDING: "not drawn yet",
 }
 LEGEND_SHORT: dict[int, str] = {
     L.USER: "user",
@@ -60,6 +62,7 @@ LEGEND_SHORT: dict[int, str] = {
     L.REQ_KERNEL: "in flight",
     L.REQ_WORKER: "io-wq",
     L.REQ_REAP: "unreaped",
+    L.PENDING: "drawing",
 }
 """Legend words under 120 columns, so the legend keeps to two lines at 80."""
 _LABEL = Style(bold=True)
@@ -99,8 +102,12 @@ def layout(
     return out
 
 
+_SPELLED: dict[int, str] = {L.LOST: "lost", L.PENDING: "drawing"}
+
+
 def runs(cells: np.ndarray) -> list[Segment]:
-    """Cells to segments, one per run of equal state; "lost" runs spell the word."""
+    """Cells to segments, one per run of equal state; "lost" (and "drawing") runs
+    spell the word."""
     segs: list[Segment] = []
     n = len(cells)
     if n == 0:
@@ -111,8 +118,9 @@ def runs(cells: np.ndarray) -> list[Segment]:
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         st = int(cells[a])
         width = b - a
-        if st == L.LOST and width >= 4:
-            text = (" lost" + " " * width)[:width] if width > 5 else "lost"[:width].ljust(width)
+        word = _SPELLED.get(st, "")
+        if word and width >= len(word):
+            text = f" {word}".ljust(width) if width > len(word) + 1 else word.ljust(width)
         else:
             text = L.GLYPH[st] * width
         segs.append(Segment(text, STATE_STYLE[st]))
@@ -135,6 +143,12 @@ class Timeline(Widget, can_focus=True):
         self.top = 0
         self.selected_tid = 0
         self.row_models: dict[str, str] = {}
+        self.paint_cache = L.PaintCache()
+        """What the last frame painted, per chunk, for the next frame to reuse."""
+        self.paint_budget_s: float | None = L.FRAME_PAINT_BUDGET_S
+        """How long a frame may paint events before leaving cells "drawing"."""
+        self.frames_drawn = 0
+        """Frames computed so far (the redraw rate is measured with it)."""
 
     @property
     def label_width(self) -> int:
@@ -178,8 +192,11 @@ class Timeline(Widget, can_focus=True):
             lost_gaps=snapshot.lost_gaps,
             event_filter=event_filter,
             max_sub=max_sub,
+            cache=self.paint_cache,
+            budget_s=self.paint_budget_s,
         )
         self.frame = frame
+        self.frames_drawn += 1
         req_lines = {t: len(rb.lines) for t, rb in frame.requests.items()}
         self.lines = layout(snapshot, lane_filter, row_order, req_lines)
         tids = self.thread_tids()
@@ -251,7 +268,9 @@ class Timeline(Widget, can_focus=True):
         lines: list[list[Segment]] = [[]]
         used = 0
         words = LEGEND_WORDS if width >= 120 else LEGEND_SHORT
-        for st in L.LEGEND_ORDER:
+        # "Drawing" is listed only while some cells are not drawn yet.
+        drawing = (L.PENDING,) if self.frame is not None and self.frame.drawing else ()
+        for st in (*L.LEGEND_ORDER, *drawing):
             item = f"{words[st]}  "
             w = 2 + len(item)
             if used + w > width and used:
