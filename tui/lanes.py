@@ -323,9 +323,11 @@ multiples of it sums those cells instead of painting events."""
 BASE_MAX_BYTES_PER_EVENT: Final = 16
 """A chunk whose base cells would take more than this per row it can hold (few
 events over a long time, many threads) keeps none: views paint it from events."""
-SLICE_ROWS: Final = 8192
-"""Rows painted at once: the unit of work both painters check their budget against."""
-FRAME_PAINT_BUDGET_S: Final = 0.025
+SLICE_ROWS: Final = 4096
+"""Rows a frame paints at once: the unit of work it checks its budget against."""
+BASE_SLICE_ROWS: Final = 16384
+"""Rows the drain paints at once (fewer numpy calls per row; it has no frame to keep)."""
+FRAME_PAINT_BUDGET_S: Final = 0.015
 """Wall time one frame may spend painting events; the rest is drawn "drawing" and
 painted by the next frames."""
 VIEW_MAX_CELLS: Final = 2048
@@ -490,7 +492,7 @@ class BasePainter:
                 if not first and time.perf_counter() >= deadline:
                     return False
                 first = False
-                r1 = min(n, done + SLICE_ROWS)
+                r1 = min(n, done + BASE_SLICE_ROWS)
                 try:
                     # Each lane takes a line at least: refuse before painting.
                     part = _paint_rows(
