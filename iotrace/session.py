@@ -138,19 +138,23 @@ def _compress(raw: bytes) -> tuple[int, bytes]:
     return CODEC_ZSTD, _ZSTD.compress(raw, asbytes=True)
 
 
-def _decompress(codec: int, payload: bytes, raw_len: int) -> bytes:
+def _decompress(codec: int, payload: bytes, raw_len: int, *, records: bool = False) -> Any:
+    """A chunk's raw bytes; for `records`, a buffer numpy can view without a copy
+    (an events chunk is up to 64 MiB, and `report` streams through every one)."""
     if codec == CODEC_NONE:
         return payload
     if codec == CODEC_ZSTD:
         import pyarrow as pa
 
         try:
-            out = pa.decompress(payload, decompressed_size=raw_len, codec="zstd", asbytes=True)
+            out = pa.decompress(
+                payload, decompressed_size=raw_len, codec="zstd", asbytes=not records
+            )
         except (OSError, ValueError) as exc:
             raise TraceFileError(f"a compressed chunk is damaged: {exc}") from None
         if len(out) != raw_len:
             raise TraceFileError("a compressed chunk has the wrong size")
-        return bytes(out)
+        return out if records else bytes(out)
     raise TraceFileError(f"unknown compression codec {codec}; upgrade iotrace")
 
 
@@ -370,17 +374,21 @@ def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[t
                     return
                 tag, codec, payload, raw_len = chunk
                 try:
-                    value = _decode_chunk(tag, _decompress(codec, payload, raw_len))
+                    raw = _decompress(codec, payload, raw_len, records=tag == b"EVTS")
+                    value = _decode_chunk(tag, raw)
                 except TraceFileError as exc:
                     yield b"DMG!", str(exc)
                     return
                 if value is not None:
                     yield tag, value
+                # Let go of this chunk before reading the next: a streaming reader
+                # then holds one chunk, not two.
+                del chunk, payload, raw, value
 
     return version, meta, gen()
 
 
-def _decode_chunk(tag: bytes, raw: bytes) -> Any:
+def _decode_chunk(tag: bytes, raw: Any) -> Any:
     if tag == b"EVTS":
         if len(raw) % events.EVENT_SIZE:
             raise TraceFileError("an events chunk is not a whole number of records")
@@ -426,38 +434,59 @@ def tally(path: Path | str) -> ChunkTally:
     return t
 
 
+class TraceStream:
+    """A trace file read one chunk at a time: records are handed out as they are
+    decoded and never kept, while tasks, counters, the footer and any damage are
+    gathered on the way (complete once `events()` is exhausted). `report` analyses
+    traces of any size this way; `load` is the same walk keeping every record."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.version, self.meta, self._chunks = iter_chunks(self.path)
+        self._tasks: dict[tuple[int, int], TaskInfo] = {}
+        self.stats: dict[str, Any] = {}
+        self.footer: dict[str, Any] | None = None
+        self.damage = ""
+        self.records = 0
+
+    def events(self) -> Iterator[np.ndarray]:
+        """Each EVTS chunk's records, in file order."""
+        for tag, value in self._chunks:
+            if tag == b"EVTS":
+                self.records += len(value)
+                yield value
+                del value  # see iter_chunks
+            elif tag == b"PROC":
+                for t in value:
+                    self._tasks[(t.tid, t.start_ns)] = t
+            elif tag == b"STAT":
+                self.stats = value
+            elif tag == b"END.":
+                self.footer = value
+                if isinstance(value.get("stats"), dict):
+                    self.stats = value["stats"]
+            elif tag == b"DMG!":
+                self.damage = value
+        if self.footer is None and not self.damage:
+            self.damage = "cut short: the writer stopped before closing the file"
+
+    def trace(self, evs: np.ndarray | None = None) -> Trace:
+        """The trace as read so far, holding `evs` as its records (none by default:
+        a streamed trace's metadata, tasks and counters without its records)."""
+        return Trace(
+            path=self.path,
+            meta=self.meta,
+            events=empty_events() if evs is None else evs,
+            tasks=list(self._tasks.values()),
+            stats=self.stats,
+            footer=self.footer,
+            version=self.version,
+            damage=self.damage,
+        )
+
+
 def load(path: Path | str) -> Trace:
     """Read a whole trace file. Raises TraceFileError with a one-line reason."""
-    path = Path(path)
-    version, meta, chunks = iter_chunks(path)
-    batches: list[np.ndarray] = []
-    tasks: dict[tuple[int, int], TaskInfo] = {}
-    stats: dict[str, Any] = {}
-    footer: dict[str, Any] | None = None
-    damage = ""
-    for tag, value in chunks:
-        if tag == b"EVTS":
-            batches.append(value)
-        elif tag == b"PROC":
-            for t in value:
-                tasks[(t.tid, t.start_ns)] = t
-        elif tag == b"STAT":
-            stats = value
-        elif tag == b"END.":
-            footer = value
-            stats = value.get("stats", stats) if isinstance(value.get("stats"), dict) else stats
-        elif tag == b"DMG!":
-            damage = value
-    evs = np.concatenate(batches) if batches else empty_events()
-    if footer is None and not damage:
-        damage = "cut short: the writer stopped before closing the file"
-    return Trace(
-        path=path,
-        meta=meta,
-        events=evs,
-        tasks=list(tasks.values()),
-        stats=stats,
-        footer=footer,
-        version=version,
-        damage=damage,
-    )
+    stream = TraceStream(path)
+    batches = list(stream.events())
+    return stream.trace(np.concatenate(batches) if batches else empty_events())
