@@ -1,8 +1,14 @@
 """Figures from a trace: per process, thread and workload, per request.
 
-Everything here works from a loaded `session.Trace` (no root, no bcc). The
-records are turned into three pandas frames once (`Frames`): syscalls,
-requests and off-CPU intervals; the summaries are computed from those.
+Everything here works without root or bcc. `analyze_file` reads a trace one
+batch of records at a time and never holds its records: each batch is folded
+into per-thread accumulators (calls, sums, time shares, batch sizes, spans),
+and the only memory that grows with the trace is a few narrow columns per
+request and per call (start and latency of each request, duration of each
+call), which the exact percentiles and the in-flight depth need. `analyze`
+does the same over a loaded `session.Trace`; `frames` turns a loaded trace
+into pandas frames (syscalls, requests, off-CPU intervals) for the Perfetto
+export and for anyone who wants every record.
 
 What a *request* is depends on the model, so that latencies compare across
 models as the program sees them:
@@ -20,17 +26,22 @@ models as the program sees them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
-import pandas as pd
 
-from iotrace import events
+from iotrace import events, session
 from iotrace.classify import Activity, Label, classify
 from iotrace.events import SYSCALL_BY_OP, Flag, Kind
 from iotrace.session import Trace
+
+if TYPE_CHECKING:
+    # pandas is imported where frames are built, not here: `report` never needs
+    # it, and it is half of a streaming report's memory.
+    import pandas as pd
 
 _FAMILY_BY_NAME: dict[str, str] = {s.name: s.family for s in events.SYSCALLS}
 DATA_FAMILIES = ("read", "write", "recv", "send")
@@ -148,6 +159,8 @@ def _col(ev: np.ndarray, name: str, dtype: str = "int64") -> np.ndarray:
 
 
 def _syscall_frame(ev: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     ops = ev["op"]
     names = (
         np.array(
@@ -184,6 +197,8 @@ def _syscall_frame(ev: np.ndarray) -> pd.DataFrame:
 
 def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
     """Requests made with sync data calls, with start times per the module doc."""
+    import pandas as pd
+
     data = sc[sc["family"].isin(DATA_FAMILIES)]
     if data.empty:
         return _empty_requests()
@@ -281,6 +296,8 @@ _REQ_COLUMNS = [
 
 
 def _empty_requests() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({c: pd.Series(dtype="int64") for c in _REQ_COLUMNS}).astype(
         {
             "api": object,
@@ -326,6 +343,8 @@ def _uring_reap_bound(pids: np.ndarray, kdone: np.ndarray, sc: pd.DataFrame) -> 
 
 
 def _async_requests(ev: np.ndarray, sc: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     kinds = ev["kind"]
     sel = np.isin(kinds, list(ASYNC_APIS))
     r = ev[sel]
@@ -379,6 +398,8 @@ def _async_requests(ev: np.ndarray, sc: pd.DataFrame) -> pd.DataFrame:
 
 def frames(trace: Trace) -> Frames:
     """All of a trace's records as frames."""
+    import pandas as pd
+
     ev = trace.events
     kinds = ev["kind"]
     sc = _syscall_frame(ev[kinds == int(Kind.SYSCALL)])
@@ -527,216 +548,1227 @@ class Summary:
         return out
 
 
-def _thread_spans(
-    fr: Frames, tids: np.ndarray, sc: pd.DataFrame, off: pd.DataFrame, reqs: pd.DataFrame
-) -> dict[int, tuple[int, int]]:
-    spans: dict[int, tuple[int, int]] = {}
-    parts = [sc[["tid", "ts_ns", "end_ns"]], off[["tid", "ts_ns", "end_ns"]]]
-    sub = reqs[reqs["sync"] == False]  # noqa: E712 - pandas column compare
-    if not sub.empty:
-        parts.append(
-            pd.DataFrame({"tid": sub["tid"], "ts_ns": sub["submit_ns"], "end_ns": sub["submit_ns"]})
-        )
-    tk = fr.tasks[fr.tasks["tid"].isin(tids)]
-    if not tk.empty:
-        parts.append(pd.DataFrame({"tid": tk["tid"], "ts_ns": tk["ts_ns"], "end_ns": tk["ts_ns"]}))
-    allp = pd.concat(parts, ignore_index=True)
-    if allp.empty:
-        return spans
-    g = allp.groupby("tid")
-    lo = g["ts_ns"].min()
-    hi = g["end_ns"].max()
-    for tid in lo.index:
-        spans[int(tid)] = (int(lo[tid]), int(max(hi[tid], lo[tid])))
-    return spans
+# ---------------------------------------------------------------------------
+# The streaming analysis: one pass over batches of records
 
 
-def _batch(sc: pd.DataFrame) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    rules = {
-        "iocbs_per_io_submit": (sc["name"] == "io_submit") & (sc["ret"] > 0),
-        "events_per_io_getevents": sc["name"].isin(["io_getevents", "io_pgetevents"])
-        & (sc["ret"] >= 0),
-        "sqes_per_io_uring_enter": (sc["name"] == "io_uring_enter")
-        & (sc["size"] > 0)
-        & (sc["ret"] >= 0),
-        "ready_per_mux_call": (sc["family"] == MUX_FAMILY) & (sc["ret"] >= 0),
-    }
-    for name, mask in rules.items():
-        vals = sc.loc[mask, "ret"]
-        if len(vals):
-            out[name] = {
-                "calls": len(vals),
-                "mean": round(float(vals.mean()), 3),
-                "max": int(vals.max()),
+BATCH_RECORDS: Final = 1 << 17
+"""Records folded at a time. A quiet recording writes chunks of a few hundred
+records, so chunks are gathered (numpy pays per call, not per record) and big
+ones cut, which bounds the temporaries of one batch (~30 MB)."""
+
+_U32: Final = 1 << 32
+_INT64_MIN: Final = np.iinfo(np.int64).min
+_SYNC: Final = "sync"
+"""The request group of sync data calls; async requests are grouped by API."""
+
+
+def _op_table(pred: Any) -> np.ndarray:
+    table = np.zeros(1 << 16, dtype=bool)
+    for s in events.SYSCALLS:
+        if pred(s):
+            table[s.op] = True
+    return table
+
+
+_IS_DATA: Final = _op_table(lambda s: s.family in DATA_FAMILIES)
+_IS_MUX: Final = _op_table(lambda s: s.family == MUX_FAMILY)
+_IS_IO_WAIT: Final = _op_table(lambda s: s.family in DATA_FAMILIES or s.name in _IO_WAIT_CALLS)
+_OP: Final = {s.name: s.op for s in events.SYSCALLS}
+_BATCH_RULES: Final = {
+    "iocbs_per_io_submit": frozenset({_OP["io_submit"]}),
+    "events_per_io_getevents": frozenset({_OP["io_getevents"], _OP["io_pgetevents"]}),
+    "sqes_per_io_uring_enter": frozenset({_OP["io_uring_enter"]}),
+    "ready_per_mux_call": frozenset(s.op for s in events.SYSCALLS if s.family == MUX_FAMILY),
+}
+_ASYNC_KINDS: Final = np.array(sorted(ASYNC_APIS), dtype=np.uint16)
+
+
+def _syscall_name(op: int) -> str:
+    return SYSCALL_BY_OP[op].name if op in SYSCALL_BY_OP else f"syscall{op}"
+
+
+def _narrow(v: np.ndarray) -> np.ndarray:
+    """Integers in 4 bytes when they fit (a duration under 4.29 s), else in 8:
+    exact either way, and half the memory for almost every call and request."""
+    if not len(v) or (int(v.min()) >= 0 and int(v.max()) < _U32):
+        return v.astype(np.uint32)
+    return v.astype(np.int64)
+
+
+class _Column:
+    """An append-only column of integers, kept as narrow pieces: a batch's values
+    stay one piece, and small pieces (a rare call's few values per batch) are
+    merged so they do not cost more in objects than in values."""
+
+    __slots__ = ("parts", "small", "wide")
+
+    _MERGE: Final = 1 << 16
+    """Values below which a piece counts as small."""
+
+    def __init__(self, *, wide: bool = False) -> None:
+        self.parts: list[np.ndarray] = []
+        self.small = 0
+        """How many of the last parts are small (they get merged)."""
+        self.wide = wide
+        """Keep 8 bytes per value (absolute times), not the narrowest that fits."""
+
+    def add(self, v: np.ndarray) -> None:
+        if not len(v):
+            return
+        self.parts.append(np.asarray(v, dtype=np.int64) if self.wide else _narrow(v))
+        if len(v) >= self._MERGE:
+            self.small = 0
+            return
+        self.small += 1
+        tail = self.parts[-self.small :]
+        if self.small >= 64 or sum(len(p) for p in tail) >= self._MERGE:
+            del self.parts[-self.small :]
+            self.parts.append(self._join(tail))
+            self.small = 0 if len(self.parts[-1]) >= self._MERGE else 1
+
+    def _join(self, parts: list[np.ndarray]) -> np.ndarray:
+        if len(parts) == 1:
+            return parts[0]
+        joined = np.concatenate(parts)
+        return joined if self.wide else _narrow(joined)
+
+    def array(self) -> np.ndarray:
+        """All values in the order added (int64, or uint32 when all fit)."""
+        if not self.parts:
+            return np.zeros(0, dtype=np.int64)
+        return self._join(self.parts)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+def _aligned(a: _Column, b: _Column) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Equal slices of two columns filled in step, a piece at a time (no copy of
+    either whole column)."""
+    if [len(p) for p in a.parts] == [len(p) for p in b.parts]:
+        yield from zip(a.parts, b.parts, strict=True)
+        return
+    x, y = a.array(), b.array()
+    for i in range(0, len(x), 1 << 20):
+        yield x[i : i + (1 << 20)], y[i : i + (1 << 20)]
+
+
+def _groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by equal keys: (the row order that makes groups contiguous,
+    where each group starts in it, the index of each group's first row)."""
+    if len(keys) == 1:
+        key = keys[0]
+    else:
+        key = np.zeros(len(keys[0]), dtype=np.uint64)
+        for k in keys:
+            # Every key is below 2**32 (pid, tid, op); two fit in 64 bits.
+            key = (key << np.uint64(32)) | k.astype(np.uint64)
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]]) if len(sk) else np.zeros(0, np.int64)
+    return order, starts, order[starts]
+
+
+def _sums(v: np.ndarray, order: np.ndarray, starts: np.ndarray) -> list[int]:
+    return cast(list[int], np.add.reduceat(np.asarray(v, dtype=np.int64)[order], starts).tolist())
+
+
+class _Calls:
+    """The calls of one syscall on one thread."""
+
+    __slots__ = (
+        "batch_calls",
+        "batch_max",
+        "batch_sum",
+        "bytes",
+        "calls",
+        "dur_ns",
+        "durs",
+        "eagain",
+        "errors",
+        "off_cpu_ns",
+        "runq_ns",
+    )
+
+    def __init__(self) -> None:
+        self.calls = self.dur_ns = self.off_cpu_ns = self.runq_ns = 0
+        self.eagain = self.errors = self.bytes = 0
+        self.batch_calls = self.batch_sum = 0
+        self.batch_max = _INT64_MIN
+        self.durs = _Column()
+        """Each call's duration, for the percentiles."""
+
+    def row(self) -> list[int]:
+        """The sums in `_Scopes.summary`'s order (the last one is a maximum)."""
+        return [
+            self.calls,
+            self.dur_ns,
+            self.off_cpu_ns,
+            self.runq_ns,
+            self.eagain,
+            self.errors,
+            self.bytes,
+            self.batch_calls,
+            self.batch_sum,
+            self.batch_max,
+        ]
+
+
+class _Requests:
+    """The requests of one group (sync, or an async API) of one (pid, tid)."""
+
+    __slots__ = (
+        "busy_ns",
+        "count",
+        "done_max",
+        "errors",
+        "kernel_known",
+        "kerns",
+        "lats",
+        "nbytes",
+        "observed",
+        "reap_inferred",
+        "start_min",
+        "starts",
+        "workers",
+    )
+
+    def __init__(self) -> None:
+        self.count = self.observed = self.errors = self.nbytes = self.workers = 0
+        self.kernel_known = self.reap_inferred = 0
+        self.busy_ns = 0
+        """Sum of observed latencies that are not negative: the in-flight mean's numerator."""
+        self.start_min: int | None = None
+        self.done_max: int | None = None
+        self.starts = _Column(wide=True)
+        """Start of each observed request (io_uring: of each with a kernel completion)."""
+        self.lats = _Column()
+        """Latency of each observed request, aligned with `starts`."""
+        self.kerns = _Column()
+        """Submit to kernel completion, where known (async only; io_uring: aligned
+        with `starts` until the reaps are inferred at the end)."""
+
+
+class _Thread:
+    __slots__ = ("calls", "hi", "lo", "off_count", "off_ns", "off_runq_ns")
+
+    def __init__(self) -> None:
+        self.calls: dict[int, _Calls] = {}
+        self.lo: int | None = None
+        self.hi: int | None = None
+        self.off_count = self.off_ns = self.off_runq_ns = 0
+
+    def span(self, lo: int, hi: int) -> None:
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+
+
+class _Rows:
+    """Some rows of a batch, one column at a time as int64 (the types the analysis
+    always computed in), never copying whole 104-byte records."""
+
+    def __init__(self, ev: np.ndarray, rows: np.ndarray) -> None:
+        self.ev = ev
+        self.rows = rows
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        v = self.ev[name][self.rows]
+        # Same bits as astype("int64") for the 64-bit fields, without another copy.
+        return v.view(np.int64) if v.dtype.itemsize == 8 else v.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class _OutOfOrder(Exception):
+    """A thread's calls reached the file out of time order across batches (iotrace
+    never writes that: a thread's records are written in the order it made them)."""
+
+
+def _depth_max(start: np.ndarray, end: np.ndarray, *, own: bool = False) -> int:
+    """The most requests in flight at once; equal to `depth_series(...)[1].max()`
+    (completions count first at equal times) in O(n) memory. The depth right
+    after a start time s is #{starts <= s} - #{ends <= s}, and the maximum is
+    reached at a start. `own`: the arrays may be sorted in place."""
+    if not len(start):
+        return 0
+    if own:
+        start.sort()
+        end.sort()
+        s, e = start, end
+    else:
+        s, e = np.sort(start), np.sort(end)
+    best = 0
+    step = 1 << 20
+    for i in range(0, len(s), step):
+        part = s[i : i + step]
+        depth = np.searchsorted(s, part, side="right") - np.searchsorted(e, part, side="right")
+        best = max(best, int(depth.max()))
+    return best
+
+
+@dataclass
+class Timeline:
+    """What the HTML timeline draws, gathered while streaming: every syscall and
+    off-CPU segment when there are at most `TIMELINE_SEGMENTS` of each, else the
+    `TIMELINE_SEGMENTS` longest of each (the page keeps half of those when the
+    trace holds more segments in all)."""
+
+    syscalls: pd.DataFrame
+    """pid tid name family ts_ns end_ns dur_ns, in the order of `Frames.syscalls`."""
+    off_cpu: pd.DataFrame
+    """pid tid ts_ns end_ns, in the order of `Frames.off_cpu`."""
+    total: int
+    """Syscall and off-CPU segments in the whole trace."""
+
+
+class _TimelinePool:
+    """The longest segments seen so far, chosen as pandas' nlargest(keep="first")
+    over the whole trace's frames would choose them: ties go to the earlier row
+    (frame order: by start, thread and file position for syscalls; file
+    position for off-CPU intervals)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.total = 0
+        self.calls: dict[str, np.ndarray] = {}
+        self.offs: dict[str, np.ndarray] = {}
+        self.calls_floor: tuple[int, int] | None = None
+        self.offs_floor: int | None = None
+
+    def add_calls(self, cols: dict[str, np.ndarray]) -> None:
+        self.total += len(cols["dur_ns"])
+        if self.calls_floor is not None:
+            dur, ts = self.calls_floor
+            ok = (cols["dur_ns"] > dur) | ((cols["dur_ns"] == dur) & (cols["ts_ns"] <= ts))
+            cols = {k: v[ok] for k, v in cols.items()}
+        self.calls = _append(self.calls, cols)
+        if len(self.calls["dur_ns"]) > 2 * self.keep:
+            c = self.calls
+            order = np.lexsort((c["seq"], c["tid"], c["ts_ns"], -c["dur_ns"]))[: self.keep]
+            self.calls = {k: v[order] for k, v in c.items()}
+            self.calls_floor = (int(self.calls["dur_ns"][-1]), int(self.calls["ts_ns"][-1]))
+
+    def add_offs(self, cols: dict[str, np.ndarray]) -> None:
+        self.total += len(cols["dur_ns"])
+        if self.offs_floor is not None:
+            # A later row loses a tie on duration (file position breaks it).
+            cols = {k: v[cols["dur_ns"] > self.offs_floor] for k, v in cols.items()}
+        self.offs = _append(self.offs, cols)
+        if len(self.offs["dur_ns"]) > 2 * self.keep:
+            o = self.offs
+            order = np.lexsort((o["seq"], -o["dur_ns"]))[: self.keep]
+            self.offs = {k: v[order] for k, v in o.items()}
+            self.offs_floor = int(self.offs["dur_ns"][-1])
+
+    def timeline(self) -> Timeline:
+        import pandas as pd
+
+        c = self.calls or {k: np.zeros(0, np.int64) for k in ("pid", "tid", "op", "ts_ns")}
+        c.setdefault("end_ns", np.zeros(0, np.int64))
+        c.setdefault("dur_ns", np.zeros(0, np.int64))
+        c.setdefault("seq", np.zeros(0, np.int64))
+        order = np.lexsort((c["seq"], c["tid"], c["ts_ns"]))
+        names = [_syscall_name(int(op)) for op in c["op"][order].tolist()]
+        sc = pd.DataFrame(
+            {
+                "pid": c["pid"][order],
+                "tid": c["tid"][order],
+                "name": np.array(names, dtype=object),
+                "family": np.array([_FAMILY_BY_NAME.get(n, "other") for n in names], dtype=object),
+                "ts_ns": c["ts_ns"][order],
+                "end_ns": c["end_ns"][order],
+                "dur_ns": c["dur_ns"][order],
             }
-    return out
-
-
-def _families(sc: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, g in sc.groupby("name", sort=True):
-        ret = g["ret"]
-        out[str(name)] = {
-            "calls": len(g),
-            # Only data calls move bytes; a multiplexer's result is a count of fds.
-            "bytes": int(ret[ret > 0].sum()) if g["family"].iloc[0] in DATA_FAMILIES else None,
-            "errors": int((ret < 0).sum()),
-            "eagain": int(g["eagain"].sum()),
-            "latency_us": percentiles_us(g["dur_ns"].to_numpy()),
-            # Share of the time inside these calls spent asleep (off CPU, not runnable),
-            # the same measure as the process's BLOCK%.
-            "asleep_share": round(
-                float((g["off_cpu_ns"] - g["runq_ns"]).sum()) / max(int(g["dur_ns"].sum()), 1),
-                3,
-            ),
-            "runq_share": round(float(g["runq_ns"].sum()) / max(int(g["dur_ns"].sum()), 1), 3),
-        }
-    return out
-
-
-def _activity(
-    sc: pd.DataFrame, reqs: pd.DataFrame, thread_ns: int, tids: list[int], main_tid: int
-) -> Activity:
-    by = sc.groupby("name")
-    syscalls = {str(k): int(v) for k, v in by.size().items()}
-    syscall_ns = {str(k): int(v) for k, v in by["dur_ns"].sum().items()}
-    off = {str(k): int(v) for k, v in (by["off_cpu_ns"].sum() - by["runq_ns"].sum()).items()}
-    eag = {str(k): int(v) for k, v in by["eagain"].sum().items() if v}
-    ar = reqs[~reqs["sync"].astype(bool)]
-    requests = {str(k): int(v) for k, v in ar.groupby("api").size().items()}
-    data = sc[sc["family"].isin(DATA_FAMILIES)]
-    helpers = data[data["tid"] != main_tid]
-    return Activity(
-        wall_ns=thread_ns,
-        syscalls=syscalls,
-        syscall_ns=syscall_ns,
-        off_cpu_ns=off,
-        eagain=eag,
-        requests=requests,
-        threads=len(tids),
-        main_data_calls=int((data["tid"] == main_tid).sum()),
-        helper_threads=int(helpers["tid"].nunique()),
-        main_mux_calls=int(((sc["family"] == MUX_FAMILY) & (sc["tid"] == main_tid)).sum()),
-        helper_calls={str(k): int(v) for k, v in helpers.groupby("name").size().items()},
-    )
-
-
-def summarize(
-    fr: Frames,
-    *,
-    scope: str,
-    pid: int,
-    tids: list[int],
-    main_tid: int,
-    comm: str,
-    workload: str = "",
-    expected_model: str = "",
-) -> Summary:
-    """The figures for the threads `tids` (one process, one thread, or a workload)."""
-    tid_arr = np.asarray(tids, dtype="int64")
-    sc = fr.syscalls[fr.syscalls["tid"].isin(tid_arr)]
-    reqs_all = fr.requests[fr.requests["tid"].isin(tid_arr)]
-    off = fr.off_cpu[fr.off_cpu["tid"].isin(tid_arr)]
-    spans = _thread_spans(fr, tid_arr, sc, off, reqs_all)
-    thread_ns = sum(e - s for s, e in spans.values())
-    wall_lo = min((s for s, _ in spans.values()), default=0)
-    wall_hi = max((e for _, e in spans.values()), default=0)
-    wall_ns = wall_hi - wall_lo
-
-    label = classify(_activity(sc, reqs_all, thread_ns, tids, main_tid))
-    async_model = label.model == "async-nonblocking" and label.api in (
-        "libaio",
-        "io_uring",
-        "posix-aio",
-    )
-    reqs = reqs_all[reqs_all["api"] == label.api] if async_model else reqs_all[reqs_all["sync"]]
-    if async_model and reqs.empty:
-        # posix-aio seen only as helper threads doing blocking calls.
-        reqs = reqs_all[reqs_all["sync"]]
-    observed = reqs[reqs["observed"]]
-    n_req = len(reqs)
-    lat = observed["latency_ns"].to_numpy(dtype="float64")
-    kern = reqs["kernel_ns"].to_numpy(dtype="float64")
-    if len(observed):
-        r_lo = float(reqs["start_ns"].min())
-        r_hi = float(np.nanmax(observed["done_ns"].to_numpy(dtype="float64")))
-        r_span = max(r_hi - r_lo, 1.0)
-    else:
-        r_span = 0.0
-    n_sys = len(sc)
-    total_bytes = int(observed["bytes"].sum())
-
-    # Time shares, summed over threads (so a multi-threaded process stays within 100%).
-    io_calls = sc["family"].isin(DATA_FAMILIES) | sc["name"].isin(_IO_WAIT_CALLS)
-    asleep = sc["off_cpu_ns"] - sc["runq_ns"]
-    blocked_io = int(asleep[io_calls].sum())
-    mux_wait = int(asleep[sc["family"] == MUX_FAMILY].sum())
-    # Off-CPU per thread from its intervals; a thread without any (probe missing) falls
-    # back to what its syscalls saw.
-    off_tids = set(off["tid"].unique().tolist())
-    sc_rest = sc[~sc["tid"].isin(off_tids)]
-    off_total = int((off["end_ns"] - off["ts_ns"]).sum()) + int(sc_rest["off_cpu_ns"].sum())
-    runq = int(off["runq_ns"].sum()) + int(sc_rest["runq_ns"].sum())
-    on_cpu = max(thread_ns - off_total, 0)
-    other = max(off_total - runq - blocked_io - mux_wait, 0)
-
-    def share(v: int) -> float | None:
-        return round(v / thread_ns, 4) if thread_ns > 0 else None
-
-    time_share = {
-        "on_cpu": share(on_cpu),
-        "blocked_io": share(blocked_io),
-        "mux_wait": share(mux_wait),
-        "runq": share(runq),
-        "other_sleep": share(other),
-    }
-    eagain = {str(k): int(v) for k, v in sc.groupby("name")["eagain"].sum().items() if v}
-    if len(observed):
-        depth = depth_stats(
-            observed["start_ns"].to_numpy(),
-            observed["done_ns"].to_numpy(dtype="float64"),
-            int(r_span),
         )
-    else:
-        depth = {"mean": 0.0, "max": 0}
-    requests: dict[str, Any] = {
-        "count": n_req,
-        "api": label.api,
-        "completed": len(observed),
-        "not_observed": n_req - len(observed),
-        "errors": int((observed["ret"] < 0).sum()),
-        "bytes": total_bytes,
-        "iops": round(len(observed) / (r_span / 1e9), 1) if r_span else None,
-        "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3) if r_span else None,
-        "latency_us": percentiles_us(lat),
-        "kernel_latency_us": percentiles_us(kern) if not reqs["sync"].all() else None,
-        "syscalls_per_request": round(n_sys / n_req, 3) if n_req else None,
-        "cpu_us_per_request": round(on_cpu / 1000 / n_req, 3) if n_req else None,
-        "eagain_per_request": round(sum(eagain.values()) / n_req, 3) if n_req else None,
-        "to_kernel_workers": int(reqs["worker"].sum()),
-        "reap_inferred": int(reqs["reap_inferred"].sum()),
+        o = self.offs or {
+            k: np.zeros(0, np.int64) for k in ("pid", "tid", "ts_ns", "end_ns", "dur_ns", "seq")
+        }
+        order = np.argsort(o["seq"], kind="stable")
+        off = pd.DataFrame({k: o[k][order] for k in ("pid", "tid", "ts_ns", "end_ns")})
+        return Timeline(sc, off, self.total)
+
+
+def _append(pool: dict[str, np.ndarray], cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not pool:
+        return {k: v.copy() for k, v in cols.items()}
+    return {k: np.concatenate([pool[k], cols[k]]) for k in pool}
+
+
+def batches(chunks: Iterable[np.ndarray], size: int = BATCH_RECORDS) -> Iterator[np.ndarray]:
+    """Record arrays regrouped into batches of `size` (the last one may be
+    smaller), in file order. A chunk is let go of as soon as it is used up."""
+    held: list[np.ndarray] = []
+    n = 0
+    it = iter(chunks)
+    while (chunk := next(it, None)) is not None:
+        at = 0
+        while at < len(chunk):
+            part = chunk[at : at + size - n]
+            at += len(part)
+            if n == 0 and len(part) == size:
+                yield part
+                continue
+            # A piece waiting for the next chunk is copied, so this chunk can go.
+            held.append(part.copy() if at == len(chunk) else part)
+            n += len(part)
+            if n == size:
+                yield np.concatenate(held)
+                held, n = [], 0
+        del chunk, part
+    if held:
+        yield held[0] if len(held) == 1 else np.concatenate(held)
+
+
+class _Builder:
+    """Folds batches of records, in file order, into what `Analysis` reports.
+
+    The order matters in one place: a sync request's start depends on the calls
+    its thread made before it, on the same fd and in multiplexers. Within a
+    batch the calls are sorted; across batches a thread's calls must come in
+    time order (each starting after the thread's calls in earlier batches
+    ended), which iotrace's recorder guarantees; `_OutOfOrder` is raised if not.
+    """
+
+    def __init__(self, *, timeline: bool = False) -> None:
+        self.records = 0
+        self.t_lo: int | None = None
+        self.t_hi: int | None = None
+        self.threads: dict[int, _Thread] = {}
+        self.tids_by_pid: dict[int, set[int]] = {}
+        self.requests: dict[tuple[int, int, str], _Requests] = {}
+        # Sync request chains: (tid, fd) -> (chain open, its first try, end of the
+        # request before it); tid -> the thread's last multiplexer wait (ts, end);
+        # tid -> the latest end of its data and multiplexer calls so far.
+        self.chains: dict[tuple[int, int], tuple[bool, int, int]] = {}
+        self.last_mux: dict[int, tuple[int, int]] = {}
+        self.last_end: dict[int, int] = {}
+        # io_uring_enter calls (file order), to infer io_uring reaps at the end.
+        self.enters: dict[str, list[np.ndarray]] = {"pid": [], "tid": [], "ts": [], "end": []}
+        self.tasks: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("pid", "tid", "ts", "op", "key", "user_data")
+        }
+        self.lost: dict[str, list[np.ndarray]] = {k: [] for k in ("ts", "end", "count", "op")}
+        self.pool = _TimelinePool(_TIMELINE_KEEP) if timeline else None
+
+    # -- folding ------------------------------------------------------------
+
+    def feed(self, ev: np.ndarray) -> None:
+        if not len(ev):
+            return
+        seq0 = self.records
+        self.records += len(ev)
+        for name in ("ts_ns", "end_ns", "kdone_ns"):
+            t = ev[name].astype(np.int64)
+            t = t[t > 0]
+            if len(t):
+                lo, hi = int(t.min()), int(t.max())
+                self.t_lo = lo if self.t_lo is None else min(self.t_lo, lo)
+                self.t_hi = hi if self.t_hi is None else max(self.t_hi, hi)
+        kinds = ev["kind"]
+        rows = np.flatnonzero(kinds == int(Kind.SYSCALL))
+        if len(rows):
+            self._syscalls(_Rows(ev, rows), seq0 + rows)
+        rows = np.flatnonzero(np.isin(kinds, _ASYNC_KINDS))
+        if len(rows):
+            self._async(_Rows(ev, rows))
+        rows = np.flatnonzero(kinds == int(Kind.OFF_CPU))
+        if len(rows):
+            self._off_cpu(_Rows(ev, rows), seq0 + rows)
+        rows = np.flatnonzero(kinds == int(Kind.TASK))
+        if len(rows):
+            tk = _Rows(ev, rows)
+            for k, f in (("pid", "pid"), ("tid", "tid"), ("ts", "ts_ns"), ("op", "op")):
+                self.tasks[k].append(tk[f])
+            self.tasks["key"].append(ev["key"][rows])
+            self.tasks["user_data"].append(ev["user_data"][rows])
+        rows = np.flatnonzero(kinds == int(Kind.LOST))
+        if len(rows):
+            lost = _Rows(ev, rows)
+            for k, f in (("ts", "ts_ns"), ("end", "end_ns"), ("count", "size"), ("op", "op")):
+                self.lost[k].append(lost[f])
+
+    def _thread(self, tid: int) -> _Thread:
+        t = self.threads.get(tid)
+        if t is None:
+            t = self.threads[tid] = _Thread()
+        return t
+
+    def _pairs(self, pid: np.ndarray, tid: np.ndarray) -> None:
+        both = np.unique((pid.astype(np.uint64) << np.uint64(32)) | tid.astype(np.uint64))
+        for v in both.tolist():
+            self.tids_by_pid.setdefault(v >> 32, set()).add(v & 0xFFFFFFFF)
+
+    def _syscalls(self, sc: _Rows, seq: np.ndarray) -> None:
+        pid = sc["pid"]
+        tid = sc["tid"]
+        op = sc["op"]
+        ts = sc["ts_ns"]
+        end = sc["end_ns"]
+        ret = sc["ret"]
+        size = sc["size"]
+        dur = np.maximum(end - ts, 0)
+        eagain = ret == -events.EAGAIN
+        is_data = _IS_DATA[op]
+        is_mux = _IS_MUX[op]
+        self._check_order(tid, ts, is_data | is_mux)
+        self._pairs(pid, tid)
+        in_batch = (
+            ((op == _OP["io_submit"]) & (ret > 0))
+            | (((op == _OP["io_getevents"]) | (op == _OP["io_pgetevents"])) & (ret >= 0))
+            | ((op == _OP["io_uring_enter"]) & (size > 0) & (ret >= 0))
+            | (is_mux & (ret >= 0))
+        )
+        order, starts, first = _groups(tid, op)
+        counts = np.diff(np.r_[starts, len(order)]).tolist()
+        sums = {
+            "dur_ns": _sums(dur, order, starts),
+            "off_cpu_ns": _sums(sc["off_cpu_ns"], order, starts),
+            "runq_ns": _sums(sc["runq_ns"], order, starts),
+            "eagain": _sums(eagain, order, starts),
+            "errors": _sums(ret < 0, order, starts),
+            "bytes": _sums(np.where(ret > 0, ret, 0), order, starts),
+            "batch_calls": _sums(in_batch, order, starts),
+            "batch_sum": _sums(np.where(in_batch, ret, 0), order, starts),
+        }
+        bmax = np.maximum.reduceat(np.where(in_batch, ret, _INT64_MIN)[order], starts).tolist()
+        lo = np.minimum.reduceat(ts[order], starts).tolist()
+        hi = np.maximum.reduceat(end[order], starts).tolist()
+        dur_sorted = dur[order]
+        bounds = [*starts.tolist(), len(order)]
+        for j, (t, o) in enumerate(zip(tid[first].tolist(), op[first].tolist(), strict=True)):
+            th = self._thread(t)
+            th.span(lo[j], hi[j])
+            c = th.calls.get(o)
+            if c is None:
+                c = th.calls[o] = _Calls()
+            c.calls += counts[j]
+            c.dur_ns += sums["dur_ns"][j]
+            c.off_cpu_ns += sums["off_cpu_ns"][j]
+            c.runq_ns += sums["runq_ns"][j]
+            c.eagain += sums["eagain"][j]
+            c.errors += sums["errors"][j]
+            c.bytes += sums["bytes"][j]
+            c.batch_calls += sums["batch_calls"][j]
+            c.batch_sum += sums["batch_sum"][j]
+            c.batch_max = max(c.batch_max, bmax[j])
+            c.durs.add(dur_sorted[bounds[j] : bounds[j + 1]])
+        enter = op == _OP["io_uring_enter"]
+        if enter.any():
+            self.enters["pid"].append(pid[enter].astype(np.uint32))
+            self.enters["tid"].append(tid[enter].astype(np.uint32))
+            self.enters["ts"].append(ts[enter])
+            self.enters["end"].append(end[enter])
+        if is_data.any():
+            self._sync_requests(pid, tid, sc["fd"], ts, end, ret, eagain, is_data, is_mux)
+        self._carry(tid, ts, end, is_data | is_mux, is_mux)
+        if self.pool is not None:
+            self.pool.add_calls(
+                {"pid": pid, "tid": tid, "op": op, "ts_ns": ts, "end_ns": end, "dur_ns": dur,
+                 "seq": seq.astype(np.int64)}
+            )  # fmt: skip
+
+    def _check_order(self, tid: np.ndarray, ts: np.ndarray, rows_mask: np.ndarray) -> None:
+        """A thread's data and multiplexer calls in this batch must start after its
+        calls in earlier batches ended (see the class doc)."""
+        rows = np.flatnonzero(rows_mask)
+        if not len(rows) or not self.last_end:
+            return
+        order, starts, first = _groups(tid[rows])
+        lo = np.minimum.reduceat(ts[rows][order], starts).tolist()
+        for t, lo_t in zip(tid[rows][first].tolist(), lo, strict=True):
+            if lo_t < self.last_end.get(t, lo_t):
+                raise _OutOfOrder(t)
+
+    def _carry(
+        self,
+        tid: np.ndarray,
+        ts: np.ndarray,
+        end: np.ndarray,
+        calls: np.ndarray,
+        is_mux: np.ndarray,
+    ) -> None:
+        """What the next batch needs: each thread's latest call end and last wait."""
+        rows = np.flatnonzero(calls)
+        if len(rows):
+            order, starts, first = _groups(tid[rows])
+            hi = np.maximum.reduceat(end[rows][order], starts).tolist()
+            for t, h in zip(tid[rows][first].tolist(), hi, strict=True):
+                self.last_end[t] = max(self.last_end.get(t, h), h)
+        m = np.flatnonzero(is_mux)
+        if len(m):
+            mo = m[np.lexsort((ts[m], tid[m]))]
+            last = np.r_[tid[mo][1:] != tid[mo][:-1], True]
+            for t, s, e in zip(
+                tid[mo][last].tolist(), ts[mo][last].tolist(), end[mo][last].tolist(), strict=True
+            ):
+                self.last_mux[t] = (s, e)
+
+    def _sync_requests(
+        self,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        fd: np.ndarray,
+        ts: np.ndarray,
+        end: np.ndarray,
+        ret: np.ndarray,
+        eagain: np.ndarray,
+        is_data: np.ndarray,
+        is_mux: np.ndarray,
+    ) -> None:
+        """Requests made with sync data calls, with start times per the module doc,
+        going on from the chains and waits that earlier batches left open."""
+        data = np.flatnonzero(is_data)
+        # Calls by (tid, fd, start); ties keep file order, as in `Frames`.
+        idx = data[np.lexsort((ts[data], fd[data], tid[data]))]
+        ktid, kfd, kts, kend = tid[idx], fd[idx], ts[idx], end[idx]
+        done = ~eagain[idx]
+        n = len(idx)
+        new_key = np.r_[True, (ktid[1:] != ktid[:-1]) | (kfd[1:] != kfd[:-1])]
+        heads = np.flatnonzero(new_key)
+        seen = np.zeros(len(heads), dtype=bool)
+        carried_open = np.zeros(len(heads), dtype=bool)
+        carried_first = kts[heads].copy()
+        carried_prev = np.full(len(heads), -1, dtype=np.int64)
+        for j, key in enumerate(zip(ktid[heads].tolist(), kfd[heads].tolist(), strict=True)):
+            state = self.chains.get(key)
+            if state is not None:
+                seen[j] = True
+                carried_open[j] = state[0]
+                if state[0]:
+                    carried_first[j] = state[1]
+                carried_prev[j] = state[2]
+        # A chain = EAGAIN attempts followed by the call that did not fail with EAGAIN;
+        # a chain starts at a new (tid, fd) or after a completed call, or goes on
+        # from the previous batch.
+        starts_chain = np.r_[False, done[:-1]]
+        starts_chain[heads] = ~carried_open
+        seg_start = starts_chain | new_key
+        seg = np.cumsum(seg_start) - 1
+        firsts = np.flatnonzero(seg_start)
+        first_try = kts[firsts].copy()
+        # The end of the previous request on the same (tid, fd), -1 for the first one.
+        prev_end = np.where(firsts > 0, kend[np.maximum(firsts - 1, 0)], -1)
+        at = np.searchsorted(firsts, heads)
+        first_try[at] = carried_first
+        prev_end[at] = np.where(seen, carried_prev, -1)
+        first_try, prev_end = first_try[seg], prev_end[seg]
+        start = first_try.copy()
+        done_rows = np.flatnonzero(done)
+        self._wait_starts(tid, ts, end, is_mux, ktid[done_rows], kts[done_rows],
+                          prev_end[done_rows], start, done_rows)  # fmt: skip
+        # What each (tid, fd) leaves to the next batch.
+        tails = np.r_[heads[1:] - 1, n - 1]
+        for r, key in zip(
+            tails.tolist(), zip(ktid[tails].tolist(), kfd[tails].tolist(), strict=True), strict=True
+        ):
+            if done[r]:
+                self.chains[key] = (False, 0, int(kend[r]))
+            else:
+                self.chains[key] = (True, int(first_try[r]), int(prev_end[r]))
+        if len(done_rows):
+            rows = idx[done_rows]
+            self._add_requests(
+                _SYNC, pid[rows], tid[rows], start[done_rows], np.ones(len(rows), dtype=bool),
+                end[rows], ret[rows],
+            )  # fmt: skip
+
+    def _wait_starts(
+        self,
+        tid: np.ndarray,
+        ts: np.ndarray,
+        end: np.ndarray,
+        is_mux: np.ndarray,
+        d_tid: np.ndarray,
+        d_ts: np.ndarray,
+        d_prev_end: np.ndarray,
+        start: np.ndarray,
+        done_rows: np.ndarray,
+    ) -> None:
+        """Move the start of each completed call (`done_rows` of `start`; their
+        thread, start and previous request's end in `d_*`, sorted by thread) back to
+        the multiplexer wait that found its fd ready."""
+        if not len(done_rows):
+            return
+        m = np.flatnonzero(is_mux)
+        mo = m[np.lexsort((ts[m], tid[m]))]
+        m_tid = tid[mo]
+        bounds = np.flatnonzero(np.r_[True, d_tid[1:] != d_tid[:-1], True])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            t = int(d_tid[a])
+            lo, hi = np.searchsorted(m_tid, t, "left"), np.searchsorted(m_tid, t, "right")
+            carried = self.last_mux.get(t)
+            if lo == hi and carried is None:
+                continue
+            # A thread makes one call at a time, so its waits sorted by start are
+            # sorted by end too. The wait that found this fd ready is the last one
+            # that ended before the call began; it counts when it began after the
+            # previous request on the fd finished (else the data was already there).
+            m_ts, m_end = ts[mo[lo:hi]], end[mo[lo:hi]]
+            if carried is not None:
+                m_ts = np.r_[carried[0], m_ts]
+                m_end = np.r_[carried[1], m_end]
+            i = np.searchsorted(m_end, d_ts[a:b], side="right") - 1
+            ok = i >= 0
+            wait_ts = m_ts[np.clip(i, 0, None)]
+            pe = d_prev_end[a:b]
+            ok &= (pe < 0) | (wait_ts >= pe)
+            sel = done_rows[a:b]
+            start[sel] = np.where(ok, wait_ts, start[sel])
+
+    def _async(self, r: _Rows) -> None:
+        pid = r["pid"]
+        tid = r["tid"]
+        kind = r["kind"]
+        ts = r["ts_ns"]
+        end = r["end_ns"]
+        kdone = r["kdone_ns"]
+        ret = r["ret"]
+        flags = r["flags"]
+        self._pairs(pid, tid)
+        order, starts, first = _groups(tid)
+        lo = np.minimum.reduceat(ts[order], starts).tolist()
+        hi = np.maximum.reduceat(ts[order], starts).tolist()
+        for t, a, b in zip(tid[first].tolist(), lo, hi, strict=True):
+            self._thread(t).span(a, b)
+        worker = (flags & int(Flag.WORKER)) != 0
+        not_obs = (flags & int(Flag.NOT_OBSERVED)) != 0
+        for k, api in ASYNC_APIS.items():
+            sel = kind == k
+            if not sel.any():
+                continue
+            if k == int(Kind.URING_REQUEST):
+                # Completed when the kernel says so; reaped: inferred at the end.
+                observed = kdone[sel] > 0
+                done = None
+            else:
+                observed = (end[sel] > 0) & ~not_obs[sel]
+                done = end[sel]
+            self._add_requests(
+                api, pid[sel], tid[sel], ts[sel], observed, done, ret[sel],
+                workers=worker[sel], kdone=kdone[sel],
+            )  # fmt: skip
+
+    def _add_requests(
+        self,
+        group: str,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        start: np.ndarray,
+        observed: np.ndarray,
+        done: np.ndarray | None,
+        ret: np.ndarray,
+        *,
+        workers: np.ndarray | None = None,
+        kdone: np.ndarray | None = None,
+    ) -> None:
+        """Fold requests into their (pid, tid, group). `done` is each request's end
+        where observed (None for io_uring, inferred at the end); `kdone` the kernel
+        completion, 0 where unknown (async only)."""
+        order, starts, first = _groups(pid, tid)
+        bounds = [*starts.tolist(), len(order)]
+        counts = np.diff(bounds).tolist()
+        n_obs = _sums(observed, order, starts)
+        errors = _sums(observed & (ret < 0), order, starts)
+        nbytes = _sums(np.where(observed, np.maximum(ret, 0), 0), order, starts)
+        n_work = _sums(workers, order, starts) if workers is not None else [0] * len(counts)
+        start_min = np.minimum.reduceat(start[order], starts).tolist()
+        kern_ok = kdone > 0 if kdone is not None else None
+        lat = done - start if done is not None else None
+        if done is not None and lat is not None:
+            done_max = np.maximum.reduceat(np.where(observed, done, _INT64_MIN)[order], starts)
+            busy = _sums(np.where(observed & (lat >= 0), lat, 0), order, starts)
+        for j, (p, t) in enumerate(zip(pid[first].tolist(), tid[first].tolist(), strict=True)):
+            req = self.requests.get((p, t, group))
+            if req is None:
+                req = self.requests[(p, t, group)] = _Requests()
+            req.count += counts[j]
+            req.observed += n_obs[j]
+            req.errors += errors[j]
+            req.nbytes += nbytes[j]
+            req.workers += n_work[j]
+            req.start_min = (
+                start_min[j] if req.start_min is None else min(req.start_min, start_min[j])
+            )
+            rows = order[bounds[j] : bounds[j + 1]]
+            seen = rows[observed[rows]]
+            req.starts.add(start[seen])
+            if kdone is not None and kern_ok is not None:
+                known = rows[kern_ok[rows]]
+                req.kernel_known += len(known)
+                req.kerns.add(kdone[known] - start[known])
+            if lat is not None:
+                req.lats.add(lat[seen])
+                req.busy_ns += busy[j]
+                if n_obs[j]:
+                    d = int(done_max[j])
+                    req.done_max = d if req.done_max is None else max(req.done_max, d)
+
+    def _off_cpu(self, oc: _Rows, seq: np.ndarray) -> None:
+        ts = oc["ts_ns"]
+        end = oc["end_ns"]
+        ok = end >= ts
+        if not ok.any():
+            return
+        pid = oc["pid"][ok]
+        tid = oc["tid"][ok]
+        runq = oc["runq_ns"][ok]
+        ts, end, seq = ts[ok], end[ok], seq[ok]
+        self._pairs(pid, tid)
+        order, starts, first = _groups(tid)
+        counts = np.diff(np.r_[starts, len(order)]).tolist()
+        total = _sums(end - ts, order, starts)
+        runq_sum = _sums(runq, order, starts)
+        lo = np.minimum.reduceat(ts[order], starts).tolist()
+        hi = np.maximum.reduceat(end[order], starts).tolist()
+        for j, t in enumerate(tid[first].tolist()):
+            th = self._thread(t)
+            th.span(lo[j], hi[j])
+            th.off_count += counts[j]
+            th.off_ns += total[j]
+            th.off_runq_ns += runq_sum[j]
+        if self.pool is not None:
+            self.pool.add_offs(
+                {"pid": pid, "tid": tid, "ts_ns": ts, "end_ns": end, "dur_ns": end - ts,
+                 "seq": seq.astype(np.int64)}
+            )  # fmt: skip
+
+    # -- at the end ---------------------------------------------------------
+
+    def _infer_uring_reaps(self) -> None:
+        """io_uring reaps per `_uring_reap_bound`, now that every io_uring_enter is known."""
+        uring = [(k[0], r) for k, r in self.requests.items() if k[2] == "io_uring"]
+        if not uring:
+            return
+        e = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in self.enters.items()}
+        by_pid: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if len(e["pid"]):
+            order, starts, first = _groups(e["pid"])
+            bounds = [*starts.tolist(), len(order)]
+            for j, p in enumerate(e["pid"][first].tolist()):
+                g = np.sort(order[bounds[j] : bounds[j + 1]])  # file order
+                g = g[np.lexsort((e["tid"][g], e["ts"][g]))]  # `Frames.syscalls` order
+                # The same sort as `_uring_reap_bound`'s, so ties in end go the same way.
+                g = g[np.argsort(e["end"][g], kind="quicksort")]
+                by_pid[p] = (e["ts"][g], e["end"][g])
+        for pid, req in uring:
+            enters = by_pid.get(pid)
+            lats = _Column()
+            for starts, kerns in _aligned(req.starts, req.kerns):
+                start = np.asarray(starts, dtype=np.int64)
+                k = start + kerns
+                done = k
+                if enters is not None:
+                    e_ts, e_end = enters
+                    at = np.searchsorted(e_end, k, side="left")
+                    inside = at < len(e_end)
+                    inside[inside] &= e_ts[at[inside]] <= k[inside]
+                    done = np.where(inside, e_end[np.clip(at, 0, len(e_end) - 1)], k)
+                lat = done - start
+                lats.add(lat)
+                req.busy_ns += int(lat[lat >= 0].sum())
+                top = int(done.max())
+                req.done_max = top if req.done_max is None else max(req.done_max, top)
+            if enters is not None:
+                req.reap_inferred = len(req.starts)
+            req.lats = lats
+
+    def _tasks(self) -> dict[str, np.ndarray]:
+        return {
+            k: np.concatenate(v)
+            if v
+            else np.zeros(0, np.uint64 if k in ("key", "user_data") else np.int64)
+            for k, v in self.tasks.items()
+        }
+
+    def _comms(self, trace: Trace, tk: dict[str, np.ndarray]) -> dict[int, str]:
+        """tid -> latest known command name, as `comms` finds it."""
+        out = {t.tid: t.comm for t in sorted(trace.tasks, key=lambda t: t.start_ns) if t.comm}
+        order = np.argsort(tk["ts"], kind="quicksort")  # as `comms`' sort_values
+        for tid, op, key, ud in zip(
+            tk["tid"][order].tolist(),
+            tk["op"][order].tolist(),
+            tk["key"][order].tolist(),
+            tk["user_data"][order].tolist(),
+            strict=True,
+        ):
+            comm = events.comm_from_words(key, ud)
+            if comm and (op == events.TaskOp.EXEC or tid not in out):
+                out[tid] = comm
+        return out
+
+    def finish(self, trace: Trace) -> Analysis:
+        self._infer_uring_reaps()
+        tk = self._tasks()
+        if len(tk["tid"]):
+            order, starts, first = _groups(tk["tid"])
+            lo = np.minimum.reduceat(tk["ts"][order], starts).tolist()
+            hi = np.maximum.reduceat(tk["ts"][order], starts).tolist()
+            for t, a, b in zip(tk["tid"][first].tolist(), lo, hi, strict=True):
+                if t in self.threads:
+                    self.threads[t].span(a, b)
+        scope = _Scopes(self)
+        names = self._comms(trace, tk)
+        wl_by_pid, wl_models = workload_map(trace)
+        # A workload's first pid is the one doing its I/O; the others are its producers,
+        # whose writes are not the model the workload declares.
+        wl_main = {
+            int(w["pids"][0])
+            for w in trace.meta.get("workloads") or []
+            if isinstance(w, Mapping) and w.get("pids") and isinstance(w["pids"][0], int)
+        }
+        tids_by_pid = self.tids_by_pid
+        processes: list[Summary] = []
+        for pid in sorted(tids_by_pid):
+            tids = sorted(tids_by_pid[pid])
+            wl = wl_by_pid.get(pid, "")
+            s = scope.summary(
+                scope="process",
+                pid=pid,
+                tids=tids,
+                main_tid=pid,
+                comm=names.get(pid, names.get(tids[0], "?")),
+                workload=wl,
+                expected_model=wl_models.get(wl, "") if pid in wl_main else "",
+            )
+            if len(tids) > 1:
+                s.thread_summaries = [
+                    scope.summary(
+                        scope="thread",
+                        pid=pid,
+                        tids=[t],
+                        main_tid=t,
+                        comm=names.get(t, s.comm),
+                        workload=wl,
+                    )
+                    for t in tids
+                ]
+            processes.append(s)
+        workloads: list[Summary] = []
+        for wl in sorted(set(wl_by_pid.values())):
+            pids = [p for p, w in wl_by_pid.items() if w == wl and p in tids_by_pid]
+            if not pids:
+                continue
+            tids = sorted(set().union(*(tids_by_pid[p] for p in pids)))
+            main = min(pids)
+            workloads.append(
+                scope.summary(
+                    scope="workload",
+                    pid=main,
+                    tids=tids,
+                    main_tid=main,
+                    comm=names.get(main, "?"),
+                    workload=wl,
+                    expected_model=wl_models.get(wl, ""),
+                )
+            )
+        start_ns = self.t_lo or 0
+        lost = _counter_map(trace.stats, "lost")
+        lo_rec = {
+            k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in self.lost.items()
+        }
+        lost_total = max(sum(lost.values()), int(lo_rec["count"].sum()))
+        ranges = [
+            {
+                "start_s": round((ts - start_ns) / 1e9, 6),
+                "end_s": round((end - start_ns) / 1e9, 6),
+                "count": count,
+                "probe": events.probe_name(op),
+            }
+            for ts, end, count, op in zip(
+                *(lo_rec[k][np.argsort(lo_rec["ts"], kind="quicksort")].tolist()
+                  for k in ("ts", "end", "count", "op")),
+                strict=True,
+            )
+        ]  # fmt: skip
+        return Analysis(
+            trace=trace,
+            processes=processes,
+            workloads=workloads,
+            lost=lost,
+            lost_total=lost_total,
+            lost_ranges=ranges,
+            unmatched=_unmatched(trace.stats),
+            evicted={**_counter_map(trace.stats, "evicted"), **_counter_map(trace.stats, "other")},
+            write_error=str(trace.stats.get("write_error") or ""),
+            records=self.records,
+            start_ns=start_ns,
+            end_ns=self.t_hi or 0,
+            timeline=self.pool.timeline() if self.pool is not None else None,
+            request_store=self.requests,
+        )
+
+
+class _Scopes:
+    """Summaries of any set of threads from a finished `_Builder`; percentiles and
+    depths are cached, since a workload is often exactly one process."""
+
+    def __init__(self, b: _Builder) -> None:
+        self.threads = b.threads
+        self.by_tid: dict[int, list[tuple[str, _Requests]]] = {}
+        for (_, tid, group), req in b.requests.items():
+            self.by_tid.setdefault(tid, []).append((group, req))
+        self.cache: dict[tuple[Any, ...], Any] = {}
+
+    def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def _durations(self, tids: tuple[int, ...], op: int) -> dict[str, float | None]:
+        def make() -> dict[str, float | None]:
+            cols = [self.threads[t].calls[op].durs for t in tids if op in self.threads[t].calls]
+            return _percentiles([p for c in cols for p in c.parts])
+
+        return cast(dict[str, float | None], self._cached(("dur", tids, op), make))
+
+    def summary(
+        self,
+        *,
+        scope: str,
+        pid: int,
+        tids: list[int],
+        main_tid: int,
+        comm: str,
+        workload: str = "",
+        expected_model: str = "",
+    ) -> Summary:
+        """The figures for the threads `tids` (one process, one thread, or a workload)."""
+        key = tuple(tids)
+        threads = [(t, self.threads[t]) for t in tids if t in self.threads]
+        spans = [
+            (th.lo, max(th.hi, th.lo))
+            for _, th in threads
+            if th.lo is not None and th.hi is not None
+        ]
+        thread_ns = sum(e - s for s, e in spans)
+        wall_ns = max((e for _, e in spans), default=0) - min((s for s, _ in spans), default=0)
+
+        # Calls per syscall, over the threads.
+        per_op: dict[int, list[int]] = {}
+        main_data = main_mux = helper_threads = 0
+        helper_calls: dict[str, int] = {}
+        for t, th in threads:
+            helper_data = 0
+            for op, c in th.calls.items():
+                row = c.row()
+                acc = per_op.setdefault(op, [0] * 9 + [_INT64_MIN])
+                for i in range(9):
+                    acc[i] += row[i]
+                acc[9] = max(acc[9], row[9])
+                if _IS_DATA[op]:
+                    if t == main_tid:
+                        main_data += c.calls
+                    else:
+                        helper_data += c.calls
+                        name = _syscall_name(op)
+                        helper_calls[name] = helper_calls.get(name, 0) + c.calls
+                elif _IS_MUX[op] and t == main_tid:
+                    main_mux += c.calls
+            helper_threads += helper_data > 0
+        ops = sorted(per_op, key=_syscall_name)
+        names = {op: _syscall_name(op) for op in ops}
+        syscalls = {names[op]: per_op[op][0] for op in ops}
+        eagain = {names[op]: per_op[op][4] for op in ops if per_op[op][4]}
+
+        async_counts: dict[str, int] = {}
+        for t in tids:
+            for group, req in self.by_tid.get(t, []):
+                if group != _SYNC:
+                    async_counts[group] = async_counts.get(group, 0) + req.count
+        label = classify(
+            Activity(
+                wall_ns=thread_ns,
+                syscalls=syscalls,
+                syscall_ns={names[op]: per_op[op][1] for op in ops},
+                off_cpu_ns={names[op]: per_op[op][2] - per_op[op][3] for op in ops},
+                eagain=eagain,
+                requests={k: async_counts[k] for k in sorted(async_counts)},
+                threads=len(tids),
+                main_data_calls=main_data,
+                helper_threads=helper_threads,
+                main_mux_calls=main_mux,
+                helper_calls=dict(sorted(helper_calls.items())),
+            )
+        )
+        async_model = label.model == "async-nonblocking" and label.api in (
+            "libaio",
+            "io_uring",
+            "posix-aio",
+        )
+        group = label.api if async_model else _SYNC
+        reqs = [r for t in tids for g, r in self.by_tid.get(t, []) if g == group]
+        if async_model and not sum(r.count for r in reqs):
+            # posix-aio seen only as helper threads doing blocking calls.
+            group = _SYNC
+            reqs = [r for t in tids for g, r in self.by_tid.get(t, []) if g == group]
+        n_req = sum(r.count for r in reqs)
+        n_obs = sum(r.observed for r in reqs)
+        if n_obs:
+            r_lo = float(min(r.start_min for r in reqs if r.start_min is not None))
+            r_hi = float(max(r.done_max for r in reqs if r.done_max is not None))
+            r_span = max(r_hi - r_lo, 1.0)
+        else:
+            r_span = 0.0
+        n_sys = sum(acc[0] for acc in per_op.values())
+        total_bytes = sum(r.nbytes for r in reqs)
+
+        # Time shares, summed over threads (so a multi-threaded process stays within 100%).
+        blocked_io = sum(acc[2] - acc[3] for op, acc in per_op.items() if _IS_IO_WAIT[op])
+        mux_wait = sum(acc[2] - acc[3] for op, acc in per_op.items() if _IS_MUX[op])
+        # Off-CPU per thread from its intervals; a thread without any (probe missing) falls
+        # back to what its syscalls saw.
+        off_total = runq = 0
+        for _, th in threads:
+            if th.off_count:
+                off_total += th.off_ns
+                runq += th.off_runq_ns
+            else:
+                off_total += sum(c.off_cpu_ns for c in th.calls.values())
+                runq += sum(c.runq_ns for c in th.calls.values())
+        on_cpu = max(thread_ns - off_total, 0)
+        other = max(off_total - runq - blocked_io - mux_wait, 0)
+
+        def share(v: int) -> float | None:
+            return round(v / thread_ns, 4) if thread_ns > 0 else None
+
+        time_share = {
+            "on_cpu": share(on_cpu),
+            "blocked_io": share(blocked_io),
+            "mux_wait": share(mux_wait),
+            "runq": share(runq),
+            "other_sleep": share(other),
+        }
+        latency = self._cached(
+            ("lat", key, group), lambda: _percentiles([p for r in reqs for p in r.lats.parts])
+        )
+        if n_obs:
+            depth = self._cached(("depth", key, group), lambda: _depth(reqs, int(r_span)))
+        else:
+            depth = {"mean": 0.0, "max": 0}
+        kernel = None
+        if group != _SYNC and n_req:
+            kernel = self._cached(
+                ("kern", key, group),
+                lambda: _percentiles([p for r in reqs for p in r.kerns.parts]),
+            )
+        requests: dict[str, Any] = {
+            "count": n_req,
+            "api": label.api,
+            "completed": n_obs,
+            "not_observed": n_req - n_obs,
+            "errors": sum(r.errors for r in reqs),
+            "bytes": total_bytes,
+            "iops": round(n_obs / (r_span / 1e9), 1) if r_span else None,
+            "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3) if r_span else None,
+            "latency_us": latency,
+            "kernel_latency_us": kernel,
+            "syscalls_per_request": round(n_sys / n_req, 3) if n_req else None,
+            "cpu_us_per_request": round(on_cpu / 1000 / n_req, 3) if n_req else None,
+            "eagain_per_request": round(sum(eagain.values()) / n_req, 3) if n_req else None,
+            "to_kernel_workers": sum(r.workers for r in reqs),
+            "reap_inferred": sum(r.reap_inferred for r in reqs),
+        }
+        batch: dict[str, dict[str, float]] = {}
+        for rule, rule_ops in _BATCH_RULES.items():
+            accs = [per_op[op] for op in rule_ops if op in per_op]
+            calls = sum(a[7] for a in accs)
+            if calls:
+                batch[rule] = {
+                    "calls": calls,
+                    "mean": round(sum(a[8] for a in accs) / calls, 3),
+                    "max": max(a[9] for a in accs),
+                }
+        families: dict[str, dict[str, Any]] = {}
+        for op in ops:
+            calls, dur, off, rq, eag, errs, nbytes = per_op[op][:7]
+            families[names[op]] = {
+                "calls": calls,
+                # Only data calls move bytes; a multiplexer's result is a count of fds.
+                "bytes": nbytes if _IS_DATA[op] else None,
+                "errors": errs,
+                "eagain": eag,
+                "latency_us": self._durations(key, op),
+                # Share of the time inside these calls spent asleep (off CPU, not runnable),
+                # the same measure as the process's BLOCK%.
+                "asleep_share": round(float(off - rq) / max(dur, 1), 3),
+                "runq_share": round(float(rq) / max(dur, 1), 3),
+            }
+        return Summary(
+            scope=scope,
+            pid=pid,
+            tid=main_tid if scope == "thread" else 0,
+            comm=comm,
+            workload=workload,
+            label=label,
+            threads=len(spans),
+            wall_ns=wall_ns,
+            thread_ns=thread_ns,
+            syscalls=syscalls,
+            eagain=eagain,
+            errors=sum(acc[5] for acc in per_op.values()),
+            requests=requests,
+            time_share=time_share,
+            batch=batch,
+            in_flight=depth,
+            families=families,
+            expected_model=expected_model,
+        )
+
+
+def _joined(parts: list[np.ndarray], dtype: type = np.float64) -> np.ndarray:
+    """Pieces of integer columns as one array, by default float64, the type the
+    percentiles were always computed in (the values are exact integers, so the
+    results are too), converted straight into place."""
+    out: np.ndarray = np.empty(sum(len(p) for p in parts), dtype=dtype)
+    at = 0
+    for p in parts:
+        out[at : at + len(p)] = p
+        at += len(p)
+    return out
+
+
+def _percentiles(parts: list[np.ndarray]) -> dict[str, float | None]:
+    """`percentiles_us` of the values in `parts` (integers, never NaN), with one
+    copy of them rather than three."""
+    arr = _joined(parts)
+    if not len(arr):
+        return percentiles_us(arr)
+    top = float(arr.max())
+    # The same percentile computation as percentiles_us, partitioning in place.
+    p = np.percentile(arr, [50, 90, 99], overwrite_input=True) / 1000.0
+    return {
+        "p50": round(float(p[0]), 3),
+        "p90": round(float(p[1]), 3),
+        "p99": round(float(p[2]), 3),
+        "max": round(top / 1000.0, 3),
     }
-    return Summary(
-        scope=scope,
-        pid=pid,
-        tid=main_tid if scope == "thread" else 0,
-        comm=comm,
-        workload=workload,
-        label=label,
-        threads=len(spans),
-        wall_ns=wall_ns,
-        thread_ns=thread_ns,
-        syscalls={str(k): int(v) for k, v in sc.groupby("name").size().items()},
-        eagain=eagain,
-        errors=int((sc["ret"] < 0).sum()),
-        requests=requests,
-        time_share=time_share,
-        batch=_batch(sc),
-        in_flight=depth,
-        families=_families(sc),
-        expected_model=expected_model,
-    )
+
+
+def _depth(reqs: list[_Requests], span_ns: int) -> dict[str, float]:
+    """`depth_stats` of the observed requests, from their starts and latencies."""
+    start = _joined([p for r in reqs for p in r.starts.parts], np.int64)
+    lat = _joined([p for r in reqs for p in r.lats.parts], np.int64)
+    ok = lat >= 0
+    if not ok.any():
+        return {"mean": 0.0, "max": 0}
+    if not ok.all():
+        start, lat = start[ok], lat[ok]
+    del ok
+    lat += start  # now the completion times
+    mean = float(sum(r.busy_ns for r in reqs)) / span_ns if span_ns > 0 else 0.0
+    return {"mean": round(mean, 3), "max": _depth_max(start, lat, own=True)}
+
+
+# ---------------------------------------------------------------------------
+# The analysis
+
+
+TIMELINE_SEGMENTS: Final = 60_000
+"""Beyond this many syscall/off-CPU segments the HTML timeline keeps the longest
+ones (and says so): a browser stays responsive and the page stays small."""
+_TIMELINE_KEEP: Final = TIMELINE_SEGMENTS
 
 
 @dataclass
@@ -744,7 +1776,8 @@ class Analysis:
     """Everything the report, the HTML page and the exports show."""
 
     trace: Trace
-    frames: Frames
+    """The trace's metadata, tasks and counters; its records only when it was
+    analysed from memory (`analyze`), not streamed (`analyze_file`)."""
     processes: list[Summary]
     workloads: list[Summary]
     lost: dict[str, int]
@@ -756,10 +1789,54 @@ class Analysis:
     """Map evictions and other tracer counters (map full, resubmitted iocbs, ...)."""
     write_error: str = ""
     """Why the recorder stopped writing early ("" when it did not)."""
+    records: int = 0
+    start_ns: int = 0
+    """The first time any record carries (CLOCK_MONOTONIC ns); 0 without records."""
+    end_ns: int = 0
+    timeline: Timeline | None = None
+    """The HTML timeline's segments, when asked for (`timeline=True`)."""
+    request_store: dict[tuple[int, int, str], _Requests] = field(default_factory=dict, repr=False)
+    _frames: Frames | None = field(default=None, repr=False)
 
     @property
     def duration_ns(self) -> int:
-        return self.frames.end_ns - self.frames.start_ns
+        return self.end_ns - self.start_ns
+
+    @property
+    def frames(self) -> Frames:
+        """Every record as frames (built on first use); only for an analysis of a
+        loaded trace, since a streamed one never held the records."""
+        if self._frames is None:
+            if len(self.trace.events) != self.records:
+                raise RuntimeError(
+                    "this analysis streamed the trace without keeping its records; "
+                    "use analyze(session.load(path)) for frames"
+                )
+            self._frames = frames(self.trace)
+        return self._frames
+
+    def request_latencies_ns(self, s: Summary) -> np.ndarray:
+        """Latency of each completed request of the process `s` that its model
+        counts (its API's requests for async-nonblocking, else its sync ones)."""
+        mine = [(g, r) for (p, _, g), r in self.request_store.items() if p == s.pid and r.observed]
+        group = _SYNC
+        if s.label.model == "async-nonblocking" and any(g == s.label.api for g, _ in mine):
+            group = s.label.api
+        return _joined([p for g, r in mine if g == group for p in r.lats.parts])
+
+    def in_flight(self) -> list[tuple[int, str, np.ndarray, np.ndarray]]:
+        """(pid, API, submit times, completion times) of the completed async
+        requests of each process and API, sorted by pid and API."""
+        groups: dict[tuple[int, str], list[_Requests]] = {}
+        for (p, _, g), r in self.request_store.items():
+            if g != _SYNC and r.observed:
+                groups.setdefault((p, g), []).append(r)
+        out = []
+        for (p, g), reqs in sorted(groups.items()):
+            start = _joined([x for r in reqs for x in r.starts.parts], np.int64)
+            lat = _joined([x for r in reqs for x in r.lats.parts], np.int64)
+            out.append((p, g, start, start + lat))
+        return out
 
 
 def _counter_map(stats: Mapping[str, Any], name: str) -> dict[str, int]:
@@ -807,93 +1884,31 @@ def workload_map(trace: Trace) -> tuple[dict[int, str], dict[str, str]]:
     return by_pid, models
 
 
-def analyze(trace: Trace) -> Analysis:
-    """Summaries for every traced process (with its threads) and workload."""
-    fr = frames(trace)
-    names = comms(trace, fr)
-    wl_by_pid, wl_models = workload_map(trace)
-    # A workload's first pid is the one doing its I/O; the others are its producers,
-    # whose writes are not the model the workload declares.
-    wl_main = {
-        int(w["pids"][0])
-        for w in trace.meta.get("workloads") or []
-        if isinstance(w, Mapping) and w.get("pids") and isinstance(w["pids"][0], int)
-    }
-    tids_by_pid: dict[int, set[int]] = {}
-    for df in (fr.syscalls, fr.requests, fr.off_cpu):
-        for pid, tid in df[["pid", "tid"]].drop_duplicates().itertuples(index=False):
-            tids_by_pid.setdefault(int(pid), set()).add(int(tid))
-    processes: list[Summary] = []
-    for pid in sorted(tids_by_pid):
-        tids = sorted(tids_by_pid[pid])
-        wl = wl_by_pid.get(pid, "")
-        s = summarize(
-            fr,
-            scope="process",
-            pid=pid,
-            tids=tids,
-            main_tid=pid,
-            comm=names.get(pid, names.get(tids[0], "?")),
-            workload=wl,
-            expected_model=wl_models.get(wl, "") if pid in wl_main else "",
-        )
-        if len(tids) > 1:
-            s.thread_summaries = [
-                summarize(
-                    fr,
-                    scope="thread",
-                    pid=pid,
-                    tids=[t],
-                    main_tid=t,
-                    comm=names.get(t, s.comm),
-                    workload=wl,
-                )
-                for t in tids
-            ]
-        processes.append(s)
-    workloads: list[Summary] = []
-    for wl in sorted(set(wl_by_pid.values())):
-        pids = [p for p, w in wl_by_pid.items() if w == wl and p in tids_by_pid]
-        if not pids:
-            continue
-        tids = sorted(set().union(*(tids_by_pid[p] for p in pids)))
-        main = min(pids)
-        s = summarize(
-            fr,
-            scope="workload",
-            pid=main,
-            tids=tids,
-            main_tid=main,
-            comm=names.get(main, "?"),
-            workload=wl,
-            expected_model=wl_models.get(wl, ""),
-        )
-        workloads.append(s)
+def analyze(trace: Trace, *, timeline: bool = False) -> Analysis:
+    """Summaries for every traced process (with its threads) and workload, from
+    a loaded trace. `timeline` also gathers the HTML timeline's segments."""
+    b = _Builder(timeline=timeline)
+    # One batch: the whole trace is at hand, so no order across batches is assumed.
+    b.feed(trace.events)
+    return b.finish(trace)
 
-    lost = _counter_map(trace.stats, "lost")
-    lost_records = int(fr.lost["count"].sum()) if not fr.lost.empty else 0
-    lost_total = max(sum(lost.values()), lost_records)
-    ranges = [
-        {
-            "start_s": round((int(r["ts_ns"]) - fr.start_ns) / 1e9, 6),
-            "end_s": round((int(r["end_ns"]) - fr.start_ns) / 1e9, 6),
-            "count": int(r["count"]),
-            "probe": str(r["probe"]),
-        }
-        for r in records(fr.lost.sort_values("ts_ns"))
-    ]
-    return Analysis(
-        trace=trace,
-        frames=fr,
-        processes=processes,
-        workloads=workloads,
-        lost=lost,
-        lost_total=lost_total,
-        lost_ranges=ranges,
-        unmatched=_unmatched(trace.stats),
-        evicted={**_counter_map(trace.stats, "evicted"), **_counter_map(trace.stats, "other")},
-        write_error=str(trace.stats.get("write_error") or ""),
-    )
+
+def analyze_file(
+    path: Path | str, *, timeline: bool = False, batch_records: int = BATCH_RECORDS
+) -> Analysis:
+    """`analyze` for a trace file of any size: its records are read and folded a
+    batch at a time and never held. A file whose threads' records are out of
+    time order across batches (iotrace never writes one) is loaded whole instead,
+    so the figures are the same either way."""
+    stream = session.TraceStream(path)
+    b = _Builder(timeline=timeline)
+    try:
+        for batch in batches(stream.events(), batch_records):
+            b.feed(batch)
+            del batch  # before the next is read: one chunk in memory, not two
+    except _OutOfOrder:
+        return analyze(session.load(path), timeline=timeline)
+    return b.finish(stream.trace())
 
 
 def _unmatched(stats: Mapping[str, Any]) -> dict[str, int]:

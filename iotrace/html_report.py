@@ -16,11 +16,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from iotrace import __version__, analysis
-from iotrace.analysis import Analysis, Summary
+from iotrace.analysis import Analysis
 from iotrace.outfile import check_target, output_file
 from iotrace.report import fmt_mib, fmt_pct, fmt_us, lost_line
 
-MAX_TIMELINE_SEGMENTS = 60_000
+MAX_TIMELINE_SEGMENTS = analysis.TIMELINE_SEGMENTS
 """Beyond this many syscall/off-CPU segments the timeline keeps the longest ones
 (and says so): a browser stays responsive and the page stays small."""
 MAX_CDF_POINTS = 2_000
@@ -120,11 +120,12 @@ def _segments(df: pd.DataFrame, t0: int) -> tuple[list[float | None], list[str |
 
 def timeline(a: Analysis) -> tuple[go.Figure, str]:
     """Per-thread timeline: syscalls by family, off-CPU intervals underneath."""
-    fr = a.frames
-    t0 = fr.start_ns
-    sc = fr.syscalls.assign(label=_labels(a, fr.syscalls))
-    off = fr.off_cpu.assign(label=_labels(a, fr.off_cpu))
-    total = len(sc) + len(off)
+    if a.timeline is None:
+        raise ValueError("the analysis was made without timeline=True")
+    t0 = a.start_ns
+    sc = a.timeline.syscalls.assign(label=_labels(a, a.timeline.syscalls))
+    off = a.timeline.off_cpu.assign(label=_labels(a, a.timeline.off_cpu))
+    total = a.timeline.total
     note = ""
     if total > MAX_TIMELINE_SEGMENTS:
         keep = MAX_TIMELINE_SEGMENTS // 2
@@ -177,21 +178,13 @@ def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v, (np.arange(1, len(v) + 1) / max(len(v), 1)) * 100
 
 
-def _process_requests(a: Analysis, s: Summary) -> pd.DataFrame:
-    reqs = a.frames.requests
-    mine = reqs[(reqs["pid"] == s.pid) & reqs["observed"]]
-    if s.label.model == "async-nonblocking" and (mine["api"] == s.label.api).any():
-        return mine[mine["api"] == s.label.api]
-    return mine[mine["sync"].astype(bool)]
-
-
 def latency_figure(a: Analysis) -> go.Figure:
     """Request latency distribution (CDF, log scale), one line per process, colored by model."""
     fig = go.Figure()
     for s in a.processes:
         if s.label.model == "idle":
             continue
-        lat = _process_requests(a, s)["latency_ns"].to_numpy(dtype="float64") / 1000
+        lat = a.request_latencies_ns(s) / 1000
         if not len(lat):
             continue
         x, y = _cdf(lat)
@@ -246,16 +239,13 @@ def time_share_figure(a: Analysis) -> go.Figure:
 
 
 def depth_figure(a: Analysis) -> go.Figure | None:
-    reqs = a.frames.requests
-    obs = reqs[~reqs["sync"].astype(bool) & reqs["observed"]]
-    if obs.empty:
+    groups = a.in_flight()
+    if not groups:
         return None
     fig = go.Figure()
-    t0 = a.frames.start_ns
-    for (pid, api), g in obs.groupby(["pid", "api"]):
-        t, d = analysis.depth_series(
-            g["submit_ns"].to_numpy(), g["done_ns"].to_numpy().astype("int64")
-        )
+    t0 = a.start_ns
+    for pid, api, submit, done in groups:
+        t, d = analysis.depth_series(submit, done)
         if len(t) > 20_000:
             idx = np.linspace(0, len(t) - 1, 20_000).astype(int)
             t, d = t[idx], d[idx]
@@ -305,7 +295,7 @@ def render(a: Analysis) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>iotrace report: {html.escape(tr.path.name)}</h1>",
         f'<p class="note">{len(a.processes)} processes, {a.duration_ns / 1e9:.3f} s, '
-        f"{len(tr.events):,} records, kernel {html.escape(str(tr.meta.get('kernel', '?')))}, "
+        f"{a.records:,} records, kernel {html.escape(str(tr.meta.get('kernel', '?')))}, "
         f"{state}. Command: {html.escape(str(command or '-'))}. iotrace {__version__}.</p>",
         f'<p class="{lost_cls}">{html.escape(lost)}</p>',
         "<h2>Scoreboard</h2>",

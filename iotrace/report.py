@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from iotrace import __version__, analysis, session
@@ -192,7 +193,7 @@ def render_text(a: Analysis, width: int = 80) -> str:
     head = [
         f"iotrace report: {tr.path.name}",
         f"{len(a.processes)} processes, {nthreads} threads, {a.duration_ns / 1e9:.2f} s, "
-        f"{len(tr.events):,} records, kernel {tr.meta.get('kernel', '?')}, {state}",
+        f"{a.records:,} records, kernel {tr.meta.get('kernel', '?')}, {state}",
     ]
     cmd = tr.meta.get("command")
     if isinstance(cmd, list):
@@ -239,9 +240,13 @@ def render_text(a: Analysis, width: int = 80) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_text(trace: session.Trace, width: int = 80) -> str:
-    """The summary table for a trace: what `run/trace --no-tui` and `report` print."""
-    return render_text(analysis.analyze(trace), width)
+def summary_text(trace: session.Trace | Path | str, width: int = 80) -> str:
+    """The summary table for a trace: what `run/trace --no-tui` and `report` print.
+    Given a path, the file is streamed (bounded memory); given a loaded trace, its
+    records are analysed in memory."""
+    if isinstance(trace, session.Trace):
+        return render_text(analysis.analyze(trace), width)
+    return render_text(analysis.analyze_file(trace), width)
 
 
 # ---------------------------------------------------------------------------
@@ -261,8 +266,8 @@ def report_json(a: Analysis) -> dict[str, Any]:
             "damage": tr.damage or None,
             "kernel": tr.meta.get("kernel"),
             "command": tr.meta.get("command"),
-            "records": len(tr.events),
-            "start_ns": a.frames.start_ns,
+            "records": a.records,
+            "start_ns": a.start_ns,
             "duration_s": round(a.duration_ns / 1e9, 6),
         },
         "lost_events": a.lost_total,
@@ -298,8 +303,9 @@ def _highlight(text: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    trace = session.load(args.file)
-    a = analysis.analyze(trace)
+    # Streamed: the records are folded a batch at a time and never held, so a
+    # trace of any length fits (README: "Big traces").
+    a = analysis.analyze_file(args.file, timeline=bool(args.html))
     if args.html:
         from iotrace import html_report
 
