@@ -244,7 +244,8 @@ def lost_cells(
 SPIN_SHOWS: Final = 0.02
 """Share of a cell spent on CPU in EAGAIN calls that makes it an EAGAIN cell."""
 _C: Final = 13
-_REQUEST_CODES: Final = np.array([int(k) for k in REQUEST_KINDS], dtype=np.uint16)
+_IS_REQUEST: Final = np.zeros(1 << 16, dtype=bool)
+_IS_REQUEST[[int(k) for k in REQUEST_KINDS]] = True
 _SLEEP_SLOT_OF_FAMILY: Final = np.array([BLOCK, BLOCK, MUX, REAP])
 """Asleep inside a call: indexed by FAM_OTHER, FAM_DATA, FAM_MUX, FAM_ASYNC."""
 """Coverage slots per lane: indexed by state code (NONE..LOST, then the request phases)."""
@@ -252,13 +253,14 @@ _SLEEP_SLOT_OF_FAMILY: Final = np.array([BLOCK, BLOCK, MUX, REAP])
 
 def _paint(
     cols: dict[str, np.ndarray], tids: np.ndarray, cell0: int, ncells: int, cell_ns: int
-) -> np.ndarray:
-    """Coverage (lanes x slots x cells) of `cols` on the grid starting at cell `cell0`.
-    The USER slot is left empty: it is alive time minus the rest, done per frame."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage of `cols` on the grid starting at cell `cell0`, as (line ids, lines x
+    cells) for the lines (lane x slots + slot) any event touches. The USER slot is
+    left empty: it is alive time minus the rest, done per frame."""
     L = len(tids)
     t0 = cell0 * cell_ns
     if len(cols["ts_ns"]) == 0:
-        return np.zeros((L, _C, ncells))
+        return np.zeros(0, np.intp), np.zeros((0, ncells))
     pos = np.minimum(np.searchsorted(tids, cols["tid"].astype(np.int64)), L - 1)
     known = tids[pos] == cols["tid"]
     kind = cols["kind"]
@@ -267,7 +269,7 @@ def _paint(
     kd = cols["kdone_ns"].astype(np.float64)
     sc = known & (kind == Kind.SYSCALL) & (end > ts)
     oc = known & (kind == Kind.OFF_CPU) & (cols["op"] == 0) & (end > ts)
-    rq = known & np.isin(kind, _REQUEST_CODES)
+    rq = known & _IS_REQUEST[kind]
     dur = np.where(end > ts, end - ts, 1.0)
     off = np.minimum(cols["off_cpu_ns"].astype(np.float64), dur)
     runq = np.minimum(cols["runq_ns"].astype(np.float64), np.where(sc, off, dur))
@@ -302,12 +304,17 @@ def _paint(
     w = np.concatenate([w_a, w_b, w_c])
     keep = np.flatnonzero(w > 0)
     if len(keep) == 0:
-        return np.zeros((L, _C, ncells))
+        return np.zeros(0, np.intp), np.zeros((0, ncells))
     starts = np.concatenate([ts, s_b, ts])[keep]
     ends = np.concatenate([e_a, end, end])[keep]
-    return cover(slot[keep], starts, ends, w[keep], L * _C, t0, float(cell_ns), ncells).reshape(
-        L, _C, ncells
-    )
+    # Only the lines events touch: a thread uses a few of its 13 slots, and dense
+    # lanes x slots x cells arrays would cost more than the events at a deep zoom.
+    # (A lookup table, not np.unique: no sort, and slot ids are small.)
+    slot = slot[keep]
+    used = np.bincount(slot, minlength=L * _C) > 0
+    lines = np.flatnonzero(used)
+    line = (np.cumsum(used) - 1)[slot]
+    return lines, cover(line, starts, ends, w[keep], len(lines), t0, float(cell_ns), ncells)
 
 
 # --- painted cells ------------------------------------------------------------
@@ -330,8 +337,9 @@ BASE_SLICE_ROWS: Final = 16384
 FRAME_PAINT_BUDGET_S: Final = 0.015
 """Wall time one frame may spend painting events; the rest is drawn "drawing" and
 painted by the next frames."""
-VIEW_MAX_CELLS: Final = 2048
-"""A chunk spanning more view cells than this is painted only where the view is."""
+VIEW_MAX_VIEWS: Final = 2
+"""A chunk spanning more than this many views' worth of cells is painted only where
+the view is (a deep zoom): painting all of it would cost more than the view shows."""
 _F32: Final = np.float32
 
 
@@ -405,9 +413,10 @@ def _paint_rows(
         tids = np.unique(cols["tid"]).astype(np.int64)
     if max_cells is not None and (hi - lo) * len(tids) > max_cells:
         raise _TooBig
-    cov = _paint(cols, tids, lo, hi - lo, cell_ns).reshape(len(tids) * _C, hi - lo)
-    lines = np.flatnonzero(cov.any(axis=1))
-    return tids, lo, lines, cov[lines].astype(_F32)
+    lines, cov = _paint(cols, tids, lo, hi - lo, cell_ns)
+    if not len(lines):
+        return None
+    return tids, lo, lines, cov.astype(_F32)
 
 
 def _relabel(lines: np.ndarray, tids: np.ndarray, into: np.ndarray) -> np.ndarray:
@@ -566,9 +575,12 @@ def _painted_cells(
     view_key = (cell, tids.tobytes(), ef)
     entries: dict[object, _Entry] = {}
     todo = []
-    for chunk, n, cols in store.chunks_overlapping(t0, t1):
+    for chunk in store.chunks():
+        n = chunk.n
+        if not n or chunk.min_ts > t1 or chunk.max_t < t0:
+            continue
         ca, cb = chunk.min_ts // cell, chunk.max_t // cell + 1
-        window = None if cb - ca <= VIEW_MAX_CELLS else (a0, a0 + ncells)
+        window = None if cb - ca <= VIEW_MAX_VIEWS * ncells else (a0, a0 + ncells)
         key = (*view_key, window)
         old = cache.entries.get(chunk)
         e = old if old is not None and old.key == key else _Entry(key, None)
@@ -583,7 +595,7 @@ def _painted_cells(
             e.cells = _to_view(base, tids, cell)
         entries[chunk] = e
         if (e.cells.done if e.cells is not None else 0) < n:
-            todo.append((e, n, cols, window))
+            todo.append((e, n, chunk.cols, window))
     # Rows no prepared cells cover (the open chunk's newest, a zoom below the base
     # grid, a filter): painted from events, oldest first, while the budget lasts.
     first = True  # one slice a frame at least, so drawing always moves on

@@ -76,12 +76,18 @@ class DetailPane(Horizontal):
     DetailPane > #words { width: 2fr; }
     """
 
+    _shown: tuple[Text | None, Text | None] = (None, None)
+
     def compose(self) -> ComposeResult:
         yield Static(id="histogram")
         yield Static(id="words")
 
     def show(self, row: RowSnapshot | None, call: str, thread: str) -> None:
-        h = self.query_one("#histogram", Static)
+        # Asked every frame; laying text out again is only worth it when it changed.
         lines = max(self.size.height - 1, 2)
-        h.update(histogram_text(row, lines, HIST_WIDTH))
-        self.query_one("#words", Static).update(words_text(row, call, thread))
+        hist, words = histogram_text(row, lines, HIST_WIDTH), words_text(row, call, thread)
+        if hist != self._shown[0]:
+            self.query_one("#histogram", Static).update(hist)
+        if words != self._shown[1]:
+            self.query_one("#words", Static).update(words)
+        self._shown = (hist, words)

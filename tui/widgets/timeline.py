@@ -103,6 +103,7 @@ def layout(
 
 
 _SPELLED: dict[int, str] = {L.LOST: "lost", L.PENDING: "drawing"}
+_GLYPH: list[str] = [L.GLYPH.get(st, " ") for st in range(max(L.GLYPH) + 1)]
 
 
 def runs(cells: np.ndarray) -> list[Segment]:
@@ -112,18 +113,19 @@ def runs(cells: np.ndarray) -> list[Segment]:
     n = len(cells)
     if n == 0:
         return segs
-    change = np.flatnonzero(np.diff(cells)) + 1
-    starts = np.r_[0, change]
-    ends = np.r_[change, n]
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        st = int(cells[a])
+    # Drawn every frame for every visible lane: one numpy pass, then plain ints.
+    ends = np.flatnonzero(cells[1:] != cells[:-1]) + 1
+    states = cells[np.concatenate(([0], ends))].tolist()
+    a = 0
+    for st, b in zip(states, [*ends.tolist(), n], strict=True):
         width = b - a
-        word = _SPELLED.get(st, "")
-        if word and width >= len(word):
+        word = _SPELLED.get(st)
+        if word is not None and width >= len(word):
             text = f" {word}".ljust(width) if width > len(word) + 1 else word.ljust(width)
         else:
-            text = L.GLYPH[st] * width
+            text = _GLYPH[st] * width
         segs.append(Segment(text, STATE_STYLE[st]))
+        a = b
     return segs
 
 
