@@ -10,6 +10,7 @@ io_uring requests that overlap in flight between `io_uring_enter` calls.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,16 +159,29 @@ def make_trace(
     scale: float = 1.0,
     lost_at_s: float | None = 2.0,
     t0_ns: int = T0_NS,
+    threads: int = 1,
 ) -> SyntheticTrace:
-    """Four workloads, one per model, for `duration_s`; `scale` multiplies the event rates."""
+    """Four workloads, one per model, for `duration_s`; `scale` multiplies the event rates.
+    `threads` > 1 gives each workload that many threads sharing its rate (lanes to fill
+    a screen, with the same number of events)."""
     d = int(duration_s * 1e9)
-    s = max(scale, 1e-3)
-    parts = [
-        _sync_blocking(t0_ns, d, int(250_000 / s)),
-        _sync_nonblocking(t0_ns, d, int(1_000_000 / s), 24),
-        _async_blocking(t0_ns, d, int(800_000 / s)),
-        _async_nonblocking(t0_ns, d, int(400_000 / s), 8),
-    ]
+    k = max(threads, 1)
+    s = max(scale, 1e-3) / k
+    parts = []
+    tasks = list(TASKS)
+    for j in range(k):
+        t0 = t0_ns + j * 1_000  # threads of a workload out of step
+        group = [
+            _sync_blocking(t0, d, int(250_000 / s)),
+            _sync_nonblocking(t0, d, int(1_000_000 / s), 24),
+            _async_blocking(t0, d, int(800_000 / s)),
+            _async_nonblocking(t0, d, int(400_000 / s), 8),
+        ]
+        if j:
+            for part, task in zip(group, TASKS, strict=True):
+                part["tid"] = task.tid + 1000 * j
+                tasks.append(dataclasses.replace(task, tid=task.tid + 1000 * j))
+        parts += group
     if lost_at_s is not None:
         lt = t0_ns + int(lost_at_s * 1e9)
         parts.append(_lost(lt, lt + 50_000_000, 1234))
@@ -179,7 +193,7 @@ def make_trace(
         "clock": {"monotonic_ns": t0_ns, "wall_ns": 1_700_000_000_000_000_000},
         "tool": "iotrace synthetic",
     }
-    return SyntheticTrace(ev, list(TASKS), meta, t0_ns, t0_ns + d)
+    return SyntheticTrace(ev, tasks, meta, t0_ns, t0_ns + d)
 
 
 def write_trace(path: Path, trace: SyntheticTrace, *, chunk: int = 200_000) -> Path:
