@@ -595,11 +595,12 @@ def _painted_cells(
             e.cells = _to_view(base, tids, cell)
         entries[chunk] = e
         if (e.cells.done if e.cells is not None else 0) < n:
-            todo.append((e, n, chunk.cols, window))
+            todo.append((chunk, e, n, window))
     # Rows no prepared cells cover (the open chunk's newest, a zoom below the base
     # grid, a filter): painted from events, oldest first, while the budget lasts.
     first = True  # one slice a frame at least, so drawing always moves on
-    for e, n, cols, window in todo:
+    for chunk, e, n, window in todo:
+        cols = chunk.cols
         done = e.cells.done if e.cells is not None else 0
         while done < n and (first or deadline is None or time.perf_counter() < deadline):
             first = False
@@ -608,11 +609,15 @@ def _painted_cells(
             e.cells = _merge(e.cells, part, cell, r1, in_place=True)
             done = r1
         if done < n:
-            ts = cols["ts_ns"][done:n]
-            top = np.maximum(np.maximum(cols["end_ns"][done:n], cols["kdone_ns"][done:n]), ts)
-            lo = max(int(ts.min()) // cell - a0, 0)
-            hi = min(int(top.max()) // cell + 1 - a0, ncells)
-            pending[lo:hi] = True
+            if done == 0:  # the chunk knows its range: no pass over its rows
+                t_lo, t_hi = chunk.min_ts, chunk.max_t
+            else:
+                ts = cols["ts_ns"][done:n]
+                t_lo = int(ts.min())
+                t_hi = int(
+                    max(ts.max(), cols["end_ns"][done:n].max(), cols["kdone_ns"][done:n].max())
+                )
+            pending[max(t_lo // cell - a0, 0) : min(t_hi // cell + 1 - a0, ncells)] = True
     cache.entries = entries
     for e in entries.values():
         c = e.cells
