@@ -493,6 +493,23 @@ def depth_series(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.nda
     return t[last], d[last]
 
 
+def depth_series_sampled(
+    start: np.ndarray, end: np.ndarray, points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`depth_series(start, end)`, then at most `points` of its steps picked evenly
+    by index (what a plot shows), in a third of its memory: the depth after time
+    t is #{starts <= t} - #{ends <= t}, computed only where it is shown."""
+    s = np.sort(np.asarray(start, dtype=np.int64))
+    e = np.sort(np.asarray(end, dtype=np.int64))
+    t = np.concatenate([s, e])
+    t.sort()
+    t = t[np.r_[t[1:] != t[:-1], True]] if len(t) else t
+    if len(t) > points:
+        t = t[np.linspace(0, len(t) - 1, points).astype(int)]
+    d = np.searchsorted(s, t, side="right") - np.searchsorted(e, t, side="right")
+    return t, d
+
+
 @dataclass
 class Summary:
     """The figures of one process, thread or workload."""

@@ -24,6 +24,7 @@ MAX_TIMELINE_SEGMENTS = analysis.TIMELINE_SEGMENTS
 """Beyond this many syscall/off-CPU segments the timeline keeps the longest ones
 (and says so): a browser stays responsive and the page stays small."""
 MAX_CDF_POINTS = 2_000
+MAX_DEPTH_POINTS = 20_000
 
 MODEL_COLORS = {
     "sync-blocking": "#1f77b4",
@@ -178,15 +179,19 @@ def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v, (np.arange(1, len(v) + 1) / max(len(v), 1)) * 100
 
 
-def latency_figure(a: Analysis) -> go.Figure:
-    """Request latency distribution (CDF, log scale), one line per process, colored by model."""
+def latency_figure(a: Analysis) -> tuple[go.Figure, str]:
+    """Request latency distribution (CDF, log scale), one line per process, colored by
+    model; and a note saying which lines were drawn through quantiles."""
     fig = go.Figure()
+    thinned = []
     for s in a.processes:
         if s.label.model == "idle":
             continue
         lat = a.request_latencies_ns(s) / 1000
         if not len(lat):
             continue
+        if len(lat) > MAX_CDF_POINTS:
+            thinned.append(f"{s.pid} ({len(lat):,} requests)")
         x, y = _cdf(lat)
         fig.add_trace(
             go.Scatter(
@@ -203,7 +208,13 @@ def latency_figure(a: Analysis) -> go.Figure:
         yaxis={"title": "% of requests at or below"},
         height=420,
     )
-    return fig
+    note = ""
+    if thinned:
+        note = (
+            f"Drawn through {MAX_CDF_POINTS:,} evenly spaced quantiles of all the requests of "
+            f"{', '.join(thinned)}; the scoreboard's percentiles are exact."
+        )
+    return fig, note
 
 
 def time_share_figure(a: Analysis) -> go.Figure:
@@ -238,17 +249,19 @@ def time_share_figure(a: Analysis) -> go.Figure:
     return fig
 
 
-def depth_figure(a: Analysis) -> go.Figure | None:
+def depth_figure(a: Analysis) -> tuple[go.Figure | None, str]:
+    """Async requests in flight over time, per process and API; and a note saying
+    which lines show only some of their steps."""
     groups = a.in_flight()
     if not groups:
-        return None
+        return None, ""
     fig = go.Figure()
     t0 = a.start_ns
+    thinned = []
     for pid, api, submit, done in groups:
-        t, d = analysis.depth_series(submit, done)
-        if len(t) > 20_000:
-            idx = np.linspace(0, len(t) - 1, 20_000).astype(int)
-            t, d = t[idx], d[idx]
+        t, d = analysis.depth_series_sampled(submit, done, MAX_DEPTH_POINTS)
+        if len(t) == MAX_DEPTH_POINTS and 2 * len(submit) > MAX_DEPTH_POINTS:
+            thinned.append(f"{pid} {api} ({len(submit):,} requests)")
         fig.add_trace(
             go.Scatter(
                 x=(t - t0) / 1e6, y=d, mode="lines", line={"shape": "hv"}, name=f"{pid} {api}"
@@ -260,7 +273,13 @@ def depth_figure(a: Analysis) -> go.Figure | None:
         yaxis_title="requests in flight",
         height=360,
     )
-    return fig
+    note = ""
+    if thinned:
+        note = (
+            f"At most {MAX_DEPTH_POINTS:,} evenly spaced steps per line are drawn for "
+            f"{', '.join(thinned)}; the scoreboard's in-flight mean and max are exact."
+        )
+    return fig, note
 
 
 def render(a: Analysis) -> str:
@@ -269,8 +288,9 @@ def render(a: Analysis) -> str:
     figs: list[go.Figure] = [time_share_figure(a)]
     tl, tl_note = timeline(a)
     figs.append(tl)
-    figs.append(latency_figure(a))
-    depth = depth_figure(a)
+    lat_fig, lat_note = latency_figure(a)
+    figs.append(lat_fig)
+    depth, depth_note = depth_figure(a)
     if depth is not None:
         figs.append(depth)
     config = {"displaylogo": False, "responsive": True}
@@ -311,9 +331,11 @@ def render(a: Analysis) -> str:
         f'<p class="note">{html.escape(tl_note)}</p>' if tl_note else "",
         "<h2>Latency distribution</h2>",
         plots[2],
+        f'<p class="note">{html.escape(lat_note)}</p>' if lat_note else "",
     ]
     if depth is not None:
         parts += ["<h2>In flight</h2>", plots[3]]
+        parts += [f'<p class="note">{html.escape(depth_note)}</p>' if depth_note else ""]
     parts.append("</body></html>")
     return "\n".join(parts)
 

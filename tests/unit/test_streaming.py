@@ -302,6 +302,21 @@ def test_depth_max_equals_the_step_function() -> None:
     assert analysis._depth_max(np.zeros(0, np.int64), np.zeros(0, np.int64)) == 0
 
 
+def test_sampled_depth_series_equals_the_full_one_sampled() -> None:
+    rng = np.random.default_rng(4)
+    empty = np.zeros(0, np.int64)
+    assert [len(x) for x in analysis.depth_series_sampled(empty, empty, 5)] == [0, 0]
+    for n, points in ((1, 5), (40, 1000), (400, 37), (3000, 500)):
+        start = rng.integers(0, 2000, size=n)
+        end = start + rng.integers(0, 60, size=n)
+        t, d = analysis.depth_series(start, end)
+        if len(t) > points:
+            idx = np.linspace(0, len(t) - 1, points).astype(int)
+            t, d = t[idx], d[idx]
+        st, sd = analysis.depth_series_sampled(start, end, points)
+        assert st.tolist() == t.tolist() and sd.tolist() == d.tolist()
+
+
 def test_narrow_columns_keep_every_value() -> None:
     col = analysis._Column()
     values = [np.array([0, 5, 2**32 - 1]), np.array([2**32, 7]), np.array([-3]), np.arange(5)]
@@ -342,10 +357,16 @@ def test_html_from_a_stream_draws_what_the_whole_trace_draws(tmp_path: Path) -> 
     assert streamed.timeline.syscalls.equals(fr.syscalls[cols].reset_index(drop=True))
     off = fr.off_cpu[["pid", "tid", "ts_ns", "end_ns"]].reset_index(drop=True)
     assert streamed.timeline.off_cpu.equals(off)
-    for fig in ("latency_figure", "depth_figure", "time_share_figure"):
-        a, w = getattr(html_report, fig)(streamed), getattr(html_report, fig)(whole)
+    assert html_report.time_share_figure(streamed).to_json() == (
+        html_report.time_share_figure(whole).to_json()
+    )
+    for fig in ("latency_figure", "depth_figure"):
+        (a, a_note), (w, w_note) = (
+            getattr(html_report, fig)(streamed),
+            getattr(html_report, fig)(whole),
+        )
         assert a is not None and w is not None
-        assert a.to_json() == w.to_json(), fig
+        assert a.to_json() == w.to_json() and a_note == w_note, fig
     # Past the segment limit: the longest ones, as pandas' nlargest picks them.
     keep = 40
     old = html_report.MAX_TIMELINE_SEGMENTS
