@@ -261,6 +261,44 @@ async def test_lost_range_is_drawn_as_lost(ended_app, settle, trace):
 
 
 @sync
+async def test_the_drain_paints_the_base_grid_while_recording(running_app, settle):
+    app = running_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, drained=False)
+        assert not app.source_done.is_set()  # still live
+        chunks = app.aggregator.store.chunks()
+        assert chunks and all(c.base is not None and c.base.done == c.n for c in chunks)
+
+
+@sync
+async def test_cells_not_painted_yet_show_drawing_and_the_timer_finishes_them(ended_app, settle):
+    app = ended_app(live=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        tl = app.dashboard.query_one(Timeline)
+        assert tl.frame is not None and not tl.frame.drawing
+        whole = {t: s.tolist() for t, s in tl.frame.states.items()}
+        # As if the drain had painted nothing and frames had no time to paint.
+        for chunk in app.aggregator.store.chunks():
+            chunk.base = None
+        tl.paint_cache.clear()
+        tl.paint_budget_s = 0.0
+        app.dashboard._view_key = ()
+        app.dashboard.tick()
+        assert tl.frame.drawing
+        text = "\n".join(strip.text for strip in tl._strips)
+        assert " drawing" in text and "not drawn yet" in text  # spelled, and in the legend
+        # No key pressed, no new data: the redraw timer alone completes the view.
+        for _ in range(400):
+            if not tl.frame.drawing:
+                break
+            await asyncio.sleep(0.02)
+        assert not tl.frame.drawing
+        assert {t: s.tolist() for t, s in tl.frame.states.items()} == whole
+        assert "not drawn yet" not in "\n".join(strip.text for strip in tl._strips)
+
+
+@sync
 async def test_snapshots_are_replaceable_messages(ended_app, settle):
     seen: list[object] = []
     app = ended_app()
