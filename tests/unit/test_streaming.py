@@ -317,12 +317,32 @@ def test_sampled_depth_series_equals_the_full_one_sampled() -> None:
         assert st.tolist() == t.tolist() and sd.tolist() == d.tolist()
 
 
+def test_depth_swept_by_time_range_equals_the_whole_sweep() -> None:
+    """Past a size the depth is swept one time range at a time: same maximum."""
+    rng = np.random.default_rng(5)
+    for n in (1, 30, 300, 3000):
+        start = np.sort(rng.integers(0, 5000, size=n))
+        lat = rng.integers(-5, 400, size=n)  # negative ones are left out
+        cols = []
+        for part in np.array_split(np.arange(n), 7):
+            s_col, l_col = analysis._Column(based=True), analysis._Column()
+            s_col.add(start[part])
+            l_col.add(lat[part])
+            cols.append((s_col, l_col))
+        ok = lat >= 0
+        want = analysis._depth_max(start[ok], start[ok] + lat[ok]) if ok.any() else None
+        for group in (1, 2, 16, 10**9):
+            assert analysis._depth_max_of(cols, group) == want, (n, group)
+
+
 def test_narrow_columns_keep_every_value() -> None:
-    col = analysis._Column()
     values = [np.array([0, 5, 2**32 - 1]), np.array([2**32, 7]), np.array([-3]), np.arange(5)]
-    for v in values:
-        col.add(v)
-    assert col.array().tolist() == np.concatenate(values).tolist()
+    values += [np.arange(10**12, 10**12 + 70_000, 7), np.array([10**12, 10**12 + 2**33])]
+    for based in (False, True):
+        col = analysis._Column(based=based)
+        for v in values:
+            col.add(v)
+        assert col.array().tolist() == np.concatenate(values).tolist()
     small = analysis._Column()
     small.add(np.array([1, 2, 3]))
     assert small.array().dtype == np.uint32
