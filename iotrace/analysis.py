@@ -694,11 +694,12 @@ def _aligned(a: _Column, b: _Column) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Two columns filled in step, as pairs of equal slices (no copy of either
     whole column)."""
     left, right = a.chunks(), b.chunks()
-    x = y = np.zeros(0, dtype=np.int64)
+    x: np.ndarray | None = np.zeros(0, dtype=np.int64)
+    y: np.ndarray | None = x
     while True:
-        if not len(x):
+        if x is not None and not len(x):
             x = next(left, None)
-        if not len(y):
+        if y is not None and not len(y):
             y = next(right, None)
         if x is None or y is None:
             return
@@ -1860,7 +1861,8 @@ def _depth_max_of(cols: list[tuple[_Column, _Column]], group: int = DEPTH_GROUP)
     for g in np.flatnonzero(starts_in).tolist():
         lo = bounds[g - 1] if g else None
         hi = bounds[g] if g < k - 1 else None
-        ss, es = [], []
+        ss: list[np.ndarray] = []
+        es: list[np.ndarray] = []
         for s, e in pieces():
             for src, dst in ((s, ss), (e, es)):
                 inside = np.ones(len(src), dtype=bool)
