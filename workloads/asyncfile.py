@@ -25,6 +25,10 @@ from iotrace.errors import WorkloadError
 
 
 class Engine(Protocol):
+    slot_offsets: np.ndarray
+    """The offset each buffer slot was last queued at, indexed by slot (the engine's
+    own per-slot request records: iocb or SQE), kept until the slot is queued again."""
+
     def queue(self, slots: np.ndarray, offsets: np.ndarray) -> None:
         """Start reads of bs bytes at offsets into the buffer slots (may defer the syscall)."""
 
@@ -74,15 +78,19 @@ class AsyncFileLoop:
         self.checker = BlockChecker(opts.bs, path, VERIFY_BATCH + depth)
         self.offsets = OffsetStream(Offsets(opts.filesize, opts.bs, opts.rw, opts.seed))
         self.slot_off = np.zeros(self.nslots, dtype=np.uint64)
+        self.slot_res = np.zeros(self.nslots, dtype=np.int64)
         self.slot_t = np.zeros(self.nslots, dtype=np.int64)
         self.slot_done = np.zeros(self.nslots, dtype=np.int64)
         self.min_nr = min(opts.iodepth_batch_complete_min, depth)
 
     def run(self, engine: Engine) -> None:
-        ctx, role, bs = self.ctx, self.role, self.bs
-        clock, monotonic = time.perf_counter_ns, time.monotonic
+        ctx, role = self.ctx, self.role
+        clock, monotonic, expired = time.perf_counter_ns, time.monotonic, ctx.expired
+        queue, flush, reap, take = engine.queue, engine.flush, engine.reap, self.offsets.take
         limit = self.limit if self.limit is not None else -1
-        slot_off, slot_t, slot_done = self.slot_off, self.slot_t, self.slot_done
+        # The engine keeps each slot's offset in its request record; read back at check time.
+        self.slot_off = engine.slot_offsets
+        slot_res, slot_t, slot_done = self.slot_res, self.slot_t, self.slot_done
         # Free slots as a stack (free[:top]); reaped slots wait in pend[:npend] for checking.
         free = np.arange(self.nslots, dtype=np.int64)[::-1].copy()
         top = self.nslots
@@ -90,46 +98,42 @@ class AsyncFileLoop:
         npend = 0
         first = self.depth if limit < 0 else min(self.depth, limit)
         top -= first
-        slots = free[top : top + first].copy()
-        offs = self.offsets.take(first)
-        slot_off[slots] = offs
-        slot_t[slots] = clock()
-        engine.queue(slots, offs)
-        engine.flush()
+        slot_t[free[top : top + first]] = clock()
+        queue(free[top : top + first], take(first))
+        flush()
         submitted = inflight = first
+        min_nr = self.min_nr
         stopping = False
         progress = ctx.progress
         try:
             while inflight:
-                done, res = engine.reap(min(self.min_nr, inflight))
+                done, res = reap(min_nr if inflight >= min_nr else inflight)
                 t = clock()
                 k = len(done)
                 if k == 0:
                     continue
                 inflight -= k
-                if (res != bs).any():
-                    bad = int(np.flatnonzero(res != bs)[0])
-                    raise _failed(int(res[bad]), bs, int(slot_off[done[bad]]))
+                # Refill before anything else: the device gets the new requests at once,
+                # and the bookkeeping of the reaped ones runs while they are in flight.
+                now = monotonic()
+                if not stopping:
+                    stopping = expired(now)
+                n = 0 if stopping else (k if limit < 0 else min(k, limit - submitted))
+                if n > 0:
+                    top -= n
+                    again = free[top : top + n]  # free[top:] is rewritten only by _settle
+                    slot_t[again] = clock()
+                    queue(again, take(n))
+                    flush()
+                    submitted += n
+                    inflight += n
+                # Results are checked with the data, VERIFY_BATCH at a time (_settle).
+                slot_res[done] = res
                 slot_done[done] = t
                 pend[npend : npend + k] = done
                 npend += k
                 role.ops += k
-                # Refill first: the device gets the next batch while we check this one.
-                if not stopping:
-                    now = monotonic()
-                    stopping = ctx.expired(now)
-                    progress.update(now, ctx.start, role.ops)
-                n = 0 if stopping else (k if limit < 0 else min(k, limit - submitted))
-                if n > 0:
-                    top -= n
-                    again = free[top : top + n].copy()
-                    offs = self.offsets.take(n)
-                    slot_off[again] = offs
-                    slot_t[again] = clock()
-                    engine.queue(again, offs)
-                    engine.flush()
-                    submitted += n
-                    inflight += n
+                progress.update(now, ctx.start, role.ops)
                 if npend >= VERIFY_BATCH or top < VERIFY_BATCH:
                     top = self._settle(pend[:npend], free, top)
                     npend = 0
@@ -138,12 +142,17 @@ class AsyncFileLoop:
             self._settle(pend[:npend], free, top)
 
     def _settle(self, done: np.ndarray, free: np.ndarray, top: int) -> int:
-        """Check the blocks of reaped slots, log their latencies, free them."""
+        """Check the results and blocks of reaped slots, log their latencies, free them."""
         k = len(done)
         if k:
+            bs = self.bs
+            res = self.slot_res[done]
+            if (res != bs).any():
+                bad = int(np.flatnonzero(res != bs)[0])
+                raise _failed(int(res[bad]), bs, int(self.slot_off[done[bad]]))
             self.checker.check(self.buf.blocks[done], self.slot_off[done])
             self.role.lat.add_many(self.slot_done[done] - self.slot_t[done])
-            self.role.bytes += k * self.bs
+            self.role.bytes += k * bs
             free[top : top + k] = done
         return top + k
 

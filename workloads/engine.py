@@ -26,6 +26,7 @@ from iotrace.workloads.options import Options, help_text, parse
 from iotrace.workloads.registry import (
     COMMON_OPTIONS,
     DEFAULT_IODEPTH,
+    DEFAULT_IODEPTH_BATCH_SUBMIT,
     DEFAULT_RUNTIME_S,
     WorkloadSpec,
     get,
@@ -167,6 +168,8 @@ def settings_of(spec: WorkloadSpec, opts: Options, runtime: float | None) -> dic
             value = spec.direct_default
         if name == "iodepth" and value is None:
             value = DEFAULT_IODEPTH
+        if name == "iodepth_batch_submit" and value is None:
+            value = DEFAULT_IODEPTH_BATCH_SUBMIT
         if value is not None:
             s[name] = value
     return s

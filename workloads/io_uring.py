@@ -21,7 +21,7 @@ from iotrace.workloads.asyncfile import AsyncFileLoop, request_limit
 from iotrace.workloads.datafile import StreamChecker, drop_cache
 from iotrace.workloads.engine import Context
 from iotrace.workloads.measure import Role
-from iotrace.workloads.registry import DEFAULT_IODEPTH
+from iotrace.workloads.registry import DEFAULT_IODEPTH, DEFAULT_IODEPTH_BATCH_SUBMIT
 from iotrace.workloads.uring import IORING_OP_READ, IORING_OP_RECV, IOSQE_ASYNC, Ring
 
 from iotrace.errors import WorkloadError
@@ -39,7 +39,14 @@ class UringFile:
     """
 
     def __init__(
-        self, ring: Ring, fd: int, nslots: int, buf_address: int, bs: int, force_async: int
+        self,
+        ring: Ring,
+        fd: int,
+        nslots: int,
+        buf_address: int,
+        bs: int,
+        force_async: int,
+        batch: int,
     ) -> None:
         if ring.sq_entries < nslots:
             raise ValueError(f"ring of {ring.sq_entries} SQEs for {nslots} slots")
@@ -54,7 +61,9 @@ class UringFile:
         sqes["user_data"] = ids
         sqes["addr"] = np.uint64(buf_address) + ids * np.uint64(bs)
         self._off, self._flags = sqes["off"], sqes["flags"]
+        self.slot_offsets = self._off
         self.force_async = force_async
+        self.batch = batch
         self._seq = 0
         self.async_marked = 0
 
@@ -69,10 +78,12 @@ class UringFile:
         self.ring.push(slots)
 
     def flush(self) -> None:
-        self.ring.enter(0)
+        self.ring.submit(self.batch)
 
     def reap(self, min_nr: int) -> tuple[np.ndarray, np.ndarray]:
-        self.ring.enter(min_nr)
+        # What the submits already posted is reaped without a syscall; wait only for more.
+        if self.ring.ready() < min_nr:
+            self.ring.enter(min_nr)
         return self.ring.reap()
 
     def close(self) -> None:
@@ -98,7 +109,10 @@ class UringFileWorkload:
         # kernels; forcing every 2nd request to a worker shows both paths side by side.
         default_force = BUFFERED_FORCE_ASYNC if buffered else 0
         force = opts.force_async if opts.force_async is not None else default_force
-        self.engine = UringFile(ring, fd, self.loop.nslots, self.loop.buf.address, opts.bs, force)
+        batch = opts.iodepth_batch_submit or DEFAULT_IODEPTH_BATCH_SUBMIT
+        self.engine = UringFile(
+            ring, fd, self.loop.nslots, self.loop.buf.address, opts.bs, force, batch
+        )
 
     def run(self, ctx: Context) -> None:
         try:

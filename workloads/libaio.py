@@ -17,7 +17,7 @@ from iotrace.workloads import libc
 from iotrace.workloads.asyncfile import AsyncFileLoop
 from iotrace.workloads.datafile import Unavailable
 from iotrace.workloads.engine import Context
-from iotrace.workloads.registry import DEFAULT_IODEPTH
+from iotrace.workloads.registry import DEFAULT_IODEPTH, DEFAULT_IODEPTH_BATCH_SUBMIT
 
 IOCB_CMD_PREAD = 0
 
@@ -42,7 +42,9 @@ assert IOCB.itemsize == 64 and IO_EVENT.itemsize == 32
 
 
 class LinuxAio:
-    def __init__(self, fd: int, depth: int, nslots: int, buf_address: int, bs: int) -> None:
+    def __init__(
+        self, fd: int, depth: int, nslots: int, buf_address: int, bs: int, batch: int
+    ) -> None:
         nums = {
             n: libc.syscall_number(n)
             for n in ("io_setup", "io_submit", "io_getevents", "io_destroy")
@@ -61,6 +63,7 @@ class LinuxAio:
                 + (" (raise fs.aio-max-nr)" if err == 11 else "")
             )
         self.depth = depth
+        self.batch = batch
         # One iocb per buffer slot (the loop uses more slots than requests in flight).
         self.iocbs = np.zeros(nslots, dtype=IOCB)
         self.iocbs["opcode"] = IOCB_CMD_PREAD
@@ -79,9 +82,14 @@ class LinuxAio:
         self._events = np.zeros(depth, dtype=IO_EVENT)
         self._events_addr = self._events.ctypes.data
         self._offset_col = self.iocbs["offset"]
+        self.slot_offsets = self._offset_col
         self._ev_data = self._events["data"].view(np.int64)
         self._ev_res = self._events["res"]
         self._ctx = self.ctx_id.value
+        # Per-request calls go through libc.syscall_ints: 64-bit values as ctypes objects.
+        self._ctx_arg = ctypes.c_ulong(self._ctx)
+        self._events_arg = ctypes.c_void_p(self._events_addr)
+        self._ptr_args = [ctypes.c_void_p(self._ptrs_addr + 8 * i) for i in range(depth)]
         self.submits = 0
         self.getevents = 0
 
@@ -89,25 +97,31 @@ class LinuxAio:
         n = len(slots)
         self._offset_col[slots] = offsets
         np.take(self._slot_ptr, slots, out=self._ptrs[:n])
-        addr = self._ptrs_addr
-        while n:
-            got = libc.syscall(self._nr_submit, self._ctx, n, addr, 0, 0, 0)
+        call, nr, ctx, ptrs, batch = (
+            libc.syscall_ints,
+            self._nr_submit,
+            self._ctx_arg,
+            self._ptr_args,
+            self.batch,
+        )
+        i = 0
+        while i < n:
+            got = call(nr, ctx, min(n - i, batch), ptrs[i])
             self.submits += 1
             if got < 0:
                 err = libc.errno_now()
                 if err == 4:  # EINTR: nothing was queued, try again
                     continue
                 raise OSError(err, f"io_submit: {os.strerror(err)}")
-            n -= got
-            addr += got * 8
+            i += got
 
     def flush(self) -> None:
         """Nothing to do: queue() already called io_submit."""
 
     def reap(self, min_nr: int) -> tuple[np.ndarray, np.ndarray]:
         while True:
-            got = libc.syscall(
-                self._nr_getevents, self._ctx, min_nr, self.depth, self._events_addr, 0, 0
+            got = libc.syscall_ints(
+                self._nr_getevents, self._ctx_arg, min_nr, self.depth, self._events_arg, None
             )
             self.getevents += 1
             if got >= 0:
@@ -134,7 +148,8 @@ class Libaio:
         role.fds = [fd]
         self.loop = AsyncFileLoop(ctx, role, df.path, depth)
         self.total_ops = self.loop.total_ops
-        self.aio = LinuxAio(fd, depth, self.loop.nslots, self.loop.buf.address, opts.bs)
+        batch = opts.iodepth_batch_submit or DEFAULT_IODEPTH_BATCH_SUBMIT
+        self.aio = LinuxAio(fd, depth, self.loop.nslots, self.loop.buf.address, opts.bs, batch)
         self.role = role
 
     def run(self, ctx: Context) -> None:

@@ -41,6 +41,14 @@ syscall.restype = ctypes.c_long
 # Six longs cover every syscall used here; shorter calls pass zeros.
 syscall.argtypes = [ctypes.c_long] * 7
 
+# The same syscall() without argtypes, for the calls made per request: ctypes
+# then passes a Python int as a C int (half the cost of converting seven
+# c_longs) and masks it to 32 bits, so ints only for small non-negative values
+# (fds, counts, flags, 0 for NULL); pointers and Linux AIO contexts go in as
+# ctypes objects made once (c_void_p, c_ulong), which are passed as they are.
+syscall_ints = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syscall
+syscall_ints.restype = ctypes.c_long
+
 pread = _libc.pread
 pread.restype = ctypes.c_ssize_t
 pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]

@@ -78,6 +78,7 @@ class Options:
     runtime: float | None = None
     iodepth: int | None = None
     iodepth_batch_complete_min: int = 1
+    iodepth_batch_submit: int | None = None
     rw: str = "randread"
     direct: bool | None = None
     fds: int = 4
@@ -137,6 +138,13 @@ def build_parser(prog: str = "iotrace workload NAME") -> argparse.ArgumentParser
         type=_positive,
         metavar="N",
         help="reap at least N completions per wait (libaio, io_uring; default 1)",
+    )
+    a(
+        "--iodepth-batch-submit",
+        "--iodepth-batch",
+        type=_positive,
+        metavar="N",
+        help="submit at most N requests per io_submit()/io_uring_enter() (libaio, io_uring)",
     )
     a("--rw", choices=["read", "randread"], help="sequential or random offsets (default randread)")
     a("--direct", type=_bool01, metavar="0|1", help="O_DIRECT (1) or page cache (0)")

@@ -18,12 +18,19 @@ DEFAULT_RUNTIME_S = 15.0
 DEFAULT_IODEPTH = 32
 """Requests in flight for the asynchronous file workloads unless --iodepth says otherwise."""
 
+DEFAULT_IODEPTH_BATCH_SUBMIT = 2
+"""Most requests per io_submit()/io_uring_enter() (libaio, io_uring) unless
+--iodepth-batch-submit says otherwise. A reaped batch goes back to the device in
+pieces this small, so its first requests start before the last are prepared:
+measured against one submit for the whole batch on the reference VM, 4 KiB
+random O_DIRECT reads at depth 32 ran about 10-20% faster (fio's default is 1)."""
+
 # Options every workload accepts (see iotrace.workloads.options).
 COMMON_OPTIONS = frozenset({"runtime", "seed", "directory", "clean", "output_format", "bs"})
 _FILE = frozenset({"filesize", "rw", "direct"})
 _COUNTED = frozenset({"number_ios", "size"})
 _PACED = frozenset({"delay", "jitter"})
-_ASYNC = frozenset({"iodepth", "iodepth_batch_complete_min"})
+_ASYNC = frozenset({"iodepth", "iodepth_batch_complete_min", "iodepth_batch_submit"})
 
 
 @dataclass(frozen=True)
