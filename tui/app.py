@@ -28,8 +28,8 @@ REDRAW_HZ = 12
 SNAPSHOT_EVERY_S = 0.2
 READ_TIMEOUT_S = 0.1
 PAINT_STEP_S = 0.02
-"""Between two reads the drain paints new rows on the base grid for at most about
-this long: the rest waits for the next gap (frames paint what they need meanwhile)."""
+"""After storing a batch the drain paints its rows on the base grid, then older rows
+left unpainted for at most about this long (frames paint what they need meanwhile)."""
 
 
 class DashboardApp(App[None]):
@@ -57,6 +57,9 @@ class DashboardApp(App[None]):
         self.painted = threading.Event()
         """Set once, after the source ended, every stored row was painted on the base grid."""
         self.painter = BasePainter(self.aggregator.store)
+        self.drawable_rows = 0
+        """Rows the drain has stored and painted (`Store.appended` after its paint step):
+        frames draw these, so rows it is still painting never show as "drawing"."""
         self.error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -128,7 +131,8 @@ class DashboardApp(App[None]):
                     # An idle live source still moves time on (CLOCK_MONOTONIC, as the probes).
                     batch = dataclasses.replace(batch, now_ns=self.clock())
                 agg.ingest(batch)
-                self.painter.step(PAINT_STEP_S)
+                self.painter.step(PAINT_STEP_S, rows=len(batch.events))
+                self.drawable_rows = agg.store.appended
                 now = time.monotonic()
                 if now - last >= SNAPSHOT_EVERY_S:
                     last = now

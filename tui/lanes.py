@@ -485,11 +485,14 @@ class BasePainter:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def step(self, budget_s: float) -> bool:
-        """Paint for about `budget_s` (one slice at least, at most one slice over);
-        True once every stored row is painted."""
+    def step(self, budget_s: float, *, rows: int = 0) -> bool:
+        """Paint the newest `rows` rows whatever it takes (the drain passes what it
+        just stored: painting keeps pace with storing), then older ones for about
+        `budget_s` (one slice at least, at most one slice over); True once every
+        stored row is painted."""
         deadline = time.perf_counter() + budget_s
         first = True
+        owed = rows
         for chunk in reversed(self.store.chunks()):
             base: Cells | None = chunk.base
             if base is NO_BASE:
@@ -498,10 +501,11 @@ class BasePainter:
             done = base.done if base is not None else 0
             cap = BASE_MAX_BYTES_PER_EVENT * len(chunk.cols["ts_ns"])
             while done < n:
-                if not first and time.perf_counter() >= deadline:
+                if not first and owed <= 0 and time.perf_counter() >= deadline:
                     return False
                 first = False
                 r1 = min(n, done + BASE_SLICE_ROWS)
+                owed -= r1 - done
                 try:
                     # Each lane takes a line at least: refuse before painting.
                     part = _paint_rows(
@@ -564,6 +568,7 @@ def _painted_cells(
     ef: EventFilter | None,
     cache: PaintCache,
     deadline: float | None,
+    rows_until: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coverage (lanes x slots, cells) of the view, and which cells still wait for
     rows nobody has painted yet (the budget ran out)."""
@@ -576,7 +581,7 @@ def _painted_cells(
     entries: dict[object, _Entry] = {}
     todo = []
     for chunk in store.chunks():
-        n = chunk.n
+        n = chunk.n if rows_until is None else max(min(chunk.n, rows_until - chunk.first_row), 0)
         if not n or chunk.min_ts > t1 or chunk.max_t < t0:
             continue
         ca, cb = chunk.min_ts // cell, chunk.max_t // cell + 1
@@ -589,7 +594,7 @@ def _painted_cells(
         if (
             base is not None
             and base is not NO_BASE
-            and base.done > done
+            and done < base.done <= n
             and (deadline is None or time.perf_counter() < deadline)
         ):
             e.cells = _to_view(base, tids, cell)
@@ -641,13 +646,15 @@ def compute(
     max_sub: int = 4,
     cache: PaintCache | None = None,
     budget_s: float | None = None,
+    rows_until: int | None = None,
 ) -> FrameData:
     """States and request bars for `lanes` over about [t0, t1) in `ncells` cells
     (the range is aligned to the cell grid; the frame says the exact one).
 
     `cache` keeps what this frame painted for the next one; with `budget_s`, the
     frame paints events for about that long and marks the cells it could not
-    finish PENDING (`frame.pending`), for the next frames to complete."""
+    finish PENDING (`frame.pending`), for the next frames to complete. With
+    `rows_until`, only the store's rows numbered below it are drawn (`Store.appended`)."""
     t1 = max(t1, t0 + ncells)
     cell, a0 = grid(t0, t1, ncells)
     t0, t1 = a0 * cell, (a0 + ncells) * cell
@@ -659,7 +666,15 @@ def compute(
     L = len(tids)
     deadline = None if budget_s is None else time.perf_counter() + budget_s
     acc, pending = _painted_cells(
-        store, tids, a0, ncells, cell, ef, cache if cache is not None else PaintCache(), deadline
+        store,
+        tids,
+        a0,
+        ncells,
+        cell,
+        ef,
+        cache if cache is not None else PaintCache(),
+        deadline,
+        rows_until,
     )
 
     if ef is None:

@@ -189,13 +189,15 @@ def hist_quantile(hist: np.ndarray, q: float) -> float:
 
 
 class _Chunk:
-    __slots__ = ("__weakref__", "base", "cols", "max_t", "min_ts", "n")
+    __slots__ = ("__weakref__", "base", "cols", "first_row", "max_t", "min_ts", "n")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, first_row: int = 0) -> None:
         self.cols = {name: np.empty(cap, dtype=t) for name, t in STORE_COLUMNS}
         self.n = 0
         self.min_ts = np.iinfo(np.int64).max
         self.max_t = 0
+        self.first_row = first_row
+        """Rows appended to the store before this chunk's first."""
         self.base: Any = None
         """Cells painted from this chunk's first rows on the base grid (see
         `lanes.BasePainter`): replaced whole by the drain thread, never changed
@@ -224,6 +226,8 @@ class Store:
         self.evicted = 0
         """Events dropped from memory (oldest first) to stay under max_events."""
         self.evicted_until_ns = 0
+        self.appended = 0
+        """Rows ever appended (evicted ones included): a row's number is its place in this count."""
 
     def __len__(self) -> int:
         return sum(c.n for c in list(self._chunks))
@@ -254,7 +258,7 @@ class Store:
         start = 0
         while start < total:
             if not self._chunks or self._chunks[-1].n == self.chunk_events:
-                self._chunks.append(_Chunk(self.chunk_events))
+                self._chunks.append(_Chunk(self.chunk_events, self.appended))
                 self._evict()
             c = self._chunks[-1]
             take = min(self.chunk_events - c.n, total - start)
@@ -271,6 +275,7 @@ class Store:
             c.max_t = max(c.max_t, int(top.max()))
             # Publish the length last: a reader sees whole rows or none.
             c.n += take
+            self.appended += take
             start += take
 
     def _evict(self) -> None:

@@ -65,8 +65,12 @@ async def test_space_pauses_the_view_while_recording_goes_on(running_app, settle
         await pilot.press("space")
         assert dash.paused and "PAUSED (recording goes on)" in header(app)
         assert dash.view_range() == before
+        tl = dash.query_one(Timeline)
+        at_pause = app.drawable_rows
+        assert tl.rows_until == at_pause  # the lanes keep the rows drawable at the pause
         await pilot.press("space")
         assert not dash.paused and dash.follow and "LIVE" in header(app)
+        assert tl.rows_until == app.drawable_rows
 
 
 @sync

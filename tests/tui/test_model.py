@@ -269,6 +269,31 @@ def test_a_frame_out_of_budget_draws_the_rest_as_drawing_then_completes(trace):
     assert cache.nbytes > 0
 
 
+def test_a_paused_view_draws_the_rows_stored_when_it_paused(trace):
+    store, lanes_, lost = _store_and_lanes(trace)
+    half = len(trace.events) // 2
+    early = Store(chunk_events=4096)
+    early.append(trace.events[:half])
+    painter = L.BasePainter(store)
+    while not painter.step(1.0):
+        pass
+    # The rows the store held at the pause: as many as `early` holds.
+    assert early.appended == len(early) < store.appended
+    paused = L.compute(
+        store, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost, rows_until=early.appended
+    )
+    _same_frames(paused, L.compute(early, lanes_, trace.t0_ns, trace.t1_ns, 120, lost_gaps=lost))
+
+
+def test_the_drain_paints_what_it_just_stored_whatever_its_budget(trace):
+    store = Store(chunk_events=4096)
+    painter = L.BasePainter(store)
+    for start in range(0, 40_000, 10_000):
+        store.append(trace.events[start : start + 10_000])
+        painter.step(0.0, rows=10_000)
+        assert all(c.base is not None and c.base.done == c.n for c in store.chunks())
+
+
 def test_a_filter_and_a_deep_zoom_paint_from_events(trace):
     store, lanes_, lost = _store_and_lanes(trace)
     painter = L.BasePainter(store)

@@ -75,6 +75,7 @@ class DashboardScreen(Screen[None]):
         self.event_filter = L.EventFilter()
         self.ended = False
         self._view_key: tuple[object, ...] = ()
+        self._paused_rows = 0
         self._last_tick_ns = 0
         self._mounted = False
 
@@ -201,8 +202,10 @@ class DashboardScreen(Screen[None]):
             return
         t0, t1 = self.view_range()
         tl = self.query_one(Timeline)
+        tl.rows_until = self._paused_rows if self.paused else self.dash.drawable_rows
         key = (
             id(snap),
+            tl.rows_until,
             t0,
             t1,
             tl.size,
@@ -333,6 +336,9 @@ class DashboardScreen(Screen[None]):
             self.end_ns = self.view_range()[1]
             self.paused = True
             self.follow = False
+            # The lanes keep the rows drawable now, as the scoreboard keeps this
+            # snapshot, even while the frame finishes drawing or is zoomed.
+            self._paused_rows = self.dash.drawable_rows
         self._changed()
 
     def action_zoom(self, factor: float) -> None:

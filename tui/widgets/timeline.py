@@ -150,6 +150,8 @@ class Timeline(Widget, can_focus=True):
         self.paint_budget_s: float | None = L.FRAME_PAINT_BUDGET_S
         """How long a frame may paint events before leaving cells "drawing"."""
         self.frames_drawn = 0
+        self.rows_until: int | None = None
+        """Draw only the store's rows numbered below this (`Store.appended`); None: all."""
         """Frames computed so far (the redraw rate is measured with it)."""
 
     @property
@@ -196,6 +198,7 @@ class Timeline(Widget, can_focus=True):
             max_sub=max_sub,
             cache=self.paint_cache,
             budget_s=self.paint_budget_s,
+            rows_until=self.rows_until,
         )
         self.frame = frame
         self.frames_drawn += 1
