@@ -47,6 +47,22 @@ def test_fio_underscore_spellings_are_accepted() -> None:
     assert opts.given == {"number_ios", "iodepth_batch_complete_min", "force_async"}
 
 
+def test_submit_batch_takes_both_of_fios_names() -> None:
+    for argv in (
+        ["--iodepth_batch_submit", "1"],
+        ["--iodepth_batch=1"],
+        ["--iodepth-batch-submit", "1"],
+    ):
+        opts, _ = parse(argv)
+        assert opts.iodepth_batch_submit == 1 and opts.given == {"iodepth_batch_submit"}
+    with pytest.raises(UsageError):
+        parse(["--iodepth-batch-submit", "0"])
+    for name in ("libaio", "io_uring", "io_uring-buffered"):
+        engine.parse_for(name, ["--iodepth-batch-submit", "4"])
+    with pytest.raises(UsageError, match=r"--iodepth-batch-submit does not apply to posix-aio"):
+        engine.parse_for("posix-aio", ["--iodepth-batch-submit", "4"])
+
+
 def test_the_sync_blocking_contract_options() -> None:
     opts, _ = parse(["--pipe-reads", "23", "--file-reads", "29", "--delay", "20ms", "--bs", "4k"])
     assert (opts.pipe_reads, opts.file_reads, opts.delay, opts.bs) == (23, 29, 0.02, 4096)
@@ -90,6 +106,8 @@ def test_help_names_every_option() -> None:
         "--number-ios",
         "--runtime",
         "--iodepth",
+        "--iodepth-batch-complete-min",
+        "--iodepth-batch-submit",
         "--rw",
         "--direct",
         "--fds",
