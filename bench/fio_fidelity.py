@@ -8,12 +8,14 @@ after the other in one run:
     io_uring depth 32 <->  iotrace workload io_uring --iodepth 32
     posixaio depth 32 <->  iotrace workload posix-aio --iodepth 32
 
-Each case runs fio, iotrace, iotrace, fio for half the runtime each (so a load
-that drifts during the case weighs on both alike). Prints IOPS for both and
-the ratio iotrace/fio (target >= 0.9 each), then one JSON line. Without fio
-it says so and still measures iotrace's side.
+Each case runs `--rounds` rounds of fio, iotrace, iotrace, fio, each run a
+quarter of the round, so both sides get `--runtime` seconds in total and a
+load that drifts during the case (other jobs on a shared machine) weighs on
+both alike. Prints IOPS for both and the ratio iotrace/fio (target >= 0.9
+each), then one JSON line. Without fio it says so and still measures
+iotrace's side.
 
-    .venv/bin/python -m bench.fio_fidelity [--runtime 5] [--fio PATH]
+    .venv/bin/python -m bench.fio_fidelity [--runtime 5] [--rounds 2] [--fio PATH]
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def run_fio(fio: str, path: str, engine: str, depth: int, runtime: float) -> flo
     out = subprocess.run(
         [fio, "--name=fidelity", f"--filename={path}", "--readonly", "--bs=4k",
          "--rw=randread", "--direct=1", f"--ioengine={engine}", f"--iodepth={depth}",
-         f"--runtime={runtime:g}", "--time_based", "--output-format=json"],
+         f"--runtime={round(runtime * 1000)}ms", "--time_based", "--output-format=json"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if out.returncode != 0:
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--runtime", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument("--runtime", type=float, default=5.0, help="seconds per side and case")
+    p.add_argument("--rounds", type=int, default=2, help="fio/iotrace/iotrace/fio rounds per case")
     p.add_argument("--fio", default="fio", help="fio executable (default: fio on PATH)")
     args = p.parse_args(argv)
 
@@ -88,23 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     # The very file the workloads read (built now if missing), so both read the same bytes.
     directory = datafile.choose_data_dir(None, os.environ.get("HOME"))
     path = datafile.ensure_data_file(directory, FILESIZE).path
-    print(f"4 KiB random reads, O_DIRECT, {args.runtime:g}s each, file {path}")
+    print(
+        f"4 KiB random reads, O_DIRECT, {args.runtime:g}s per side in {args.rounds} rounds, "
+        f"file {path}"
+    )
     print(
         f"{'engine':<10} {'depth':>5} {'fio IOPS':>10} {'iotrace IOPS':>13} {'ratio':>7}  workload",
         flush=True,
     )
     results = []
-    half = args.runtime / 2
+    rounds = max(1, args.rounds)
+    each = args.runtime / (2 * rounds)
     for label, engine, depth, name, options in CASES:
-        # fio, iotrace, iotrace, fio: a load that drifts during the case (other jobs on
-        # the machine) weighs on both sides alike.
+        # fio, iotrace, iotrace, fio, per round: a load that drifts during the case
+        # (other jobs on the machine) weighs on both sides alike.
         fio_runs, our_runs = [], []
-        if fio:
-            fio_runs.append(run_fio(fio, path, engine, depth, half))
-        our_runs.append(run_iotrace(name, options, half))
-        our_runs.append(run_iotrace(name, options, half))
-        if fio:
-            fio_runs.append(run_fio(fio, path, engine, depth, half))
+        for _ in range(rounds):
+            if fio:
+                fio_runs.append(run_fio(fio, path, engine, depth, each))
+            our_runs.append(run_iotrace(name, options, each))
+            our_runs.append(run_iotrace(name, options, each))
+            if fio:
+                fio_runs.append(run_fio(fio, path, engine, depth, each))
         fio_iops = sum(fio_runs) / len(fio_runs) if fio_runs else None
         res = our_runs[-1]
         ours = sum(float(r["iops"]) for r in our_runs) / len(our_runs)
@@ -131,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "bench": "fio_fidelity",
                 "runtime_s": args.runtime,
+                "rounds": rounds,
                 "fio": fio,
                 "target": TARGET,
                 "results": results,
