@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import statistics
 import tempfile
@@ -215,7 +216,7 @@ def _frames(app: DashboardApp, repeat: int, *, cold: str = "") -> Frames:
     return out
 
 
-async def live(app: DashboardApp, src: PacedSource, pilot: Any) -> None:
+async def live(app: DashboardApp, src: PacedSource, pilot: Any) -> dict[str, float]:
     """Follow the live source at its own rate; stall the UI once, as a slow frame."""
     dash = app.dashboard
     tl = dash.query_one(Timeline)
@@ -273,9 +274,10 @@ async def live(app: DashboardApp, src: PacedSource, pilot: Any) -> None:
         f"(backlog {lag0:,} before, {lag1:,} after, caught up {t_catch * 1e3:.0f} ms later; "
         "target: no event dropped, only frames)"
     )
+    return {"fps": fps, "stall_taken": taken, "stall_released": released}
 
 
-async def frame_time(n_events: int, repeat: int, threads: int) -> None:
+async def frame_time(n_events: int, repeat: int, threads: int) -> dict[str, Any]:
     trace = synthetic.make_trace(
         _duration_for(n_events) + LIVE_WINDOW_S + STALL_S + 2, threads=threads
     )
@@ -296,7 +298,7 @@ async def frame_time(n_events: int, repeat: int, threads: int) -> None:
             f"  drain+aggregate+paint with the UI running: {src.preloaded / t_ingest / 1e6:.2f} M "
             f"events/s; the base grid was complete {t_paint:.2f} s after the last of them"
         )
-        await live(app, src, pilot)
+        followed = await live(app, src, pilot)
         src.rush()
         await _wait(app.source_done.is_set)
         await _wait(app.painted.is_set)
@@ -341,9 +343,18 @@ async def frame_time(n_events: int, repeat: int, threads: int) -> None:
             f"row; records are 104), base grid {base:.2f}, timeline's painted cells at most "
             f"{cache:.2f}: {per_event + base + cache:.1f} bytes/event in all (target < 100)"
         )
+        return {
+            **followed,
+            "events": n,
+            "delivered": len(trace.events),
+            "reached": app.aggregator.events,
+            "worst_frame_ms": max(max(fr.ms) for _, _, fr in runs),
+            "worst_frame": max(runs, key=lambda r: max(r[2].ms))[0],
+            "store_bytes_per_event": per_event + base + cache,
+        }
 
 
-async def first_frame(n_events: int, threads: int) -> None:
+async def first_frame(n_events: int, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.trace"
         t = time.perf_counter()
@@ -386,6 +397,13 @@ async def first_frame(n_events: int, threads: int) -> None:
             f"{per_event:.1f} bytes/event, base grid {base:.2f}, timeline's painted cells "
             f"{cache:.2f}: {per_event + base + cache:.1f} bytes/event in all (target < 100)"
         )
+        return {
+            "view_events": n,
+            "view_first_frame_s": first,
+            "view_loaded_s": whole,
+            "view_worst_frame_ms": max(max(fit.ms), max(fit_first.ms)),
+            "view_bytes_per_event": per_event + base + cache,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,8 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--threads", type=int, default=THREADS, help="threads per workload")
     args = ap.parse_args(argv)
-    asyncio.run(frame_time(args.events, args.repeat, args.threads))
-    asyncio.run(first_frame(args.view_events, args.threads))
+    figures = asyncio.run(frame_time(args.events, args.repeat, args.threads))
+    figures.update(asyncio.run(first_frame(args.view_events, args.threads)))
+    # One line for `python -m bench` (bench.common would load the tracer, not needed here).
+    print("JSON dashboard " + json.dumps(figures, sort_keys=True))
     return 0
 
 
