@@ -26,6 +26,7 @@ models as the program sees them:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -675,8 +676,7 @@ class _Column:
         """The values a run at a time: 4-byte runs as they are (views), times as
         int64."""
         for i, first, count, base in self.segs:
-            piece = self.slabs[i][first : first + count]
-            yield piece.astype(np.int64) + base if base else piece
+            yield _values(base, self.slabs[i][first : first + count])
 
     def narrow(self) -> bool:
         """Every value is in 4 bytes as it is (no offsets)."""
@@ -690,22 +690,38 @@ class _Column:
         return sum(g[2] for g in self.segs)
 
 
+def _aligned_runs(a: _Column, b: _Column) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
+    """Two columns filled in step, as equal runs (base, values, base, values):
+    views into their slabs, nothing copied."""
+    left = ((base, a.slabs[i][first : first + n]) for i, first, n, base in a.segs)
+    right = ((base, b.slabs[i][first : first + n]) for i, first, n, base in b.segs)
+    x_base, x = 0, np.zeros(0, dtype=np.uint32)
+    y_base, y = 0, x
+    while True:
+        if not len(x):
+            nx = next(left, None)
+            if nx is None:
+                return
+            x_base, x = nx
+        if not len(y):
+            ny = next(right, None)
+            if ny is None:
+                return
+            y_base, y = ny
+        k = min(len(x), len(y))
+        yield x_base, x[:k], y_base, y[:k]
+        x, y = x[k:], y[k:]
+
+
+def _values(base: int, run: np.ndarray) -> np.ndarray:
+    return run.astype(np.int64) + base if base else run
+
+
 def _aligned(a: _Column, b: _Column) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Two columns filled in step, as pairs of equal slices (no copy of either
     whole column)."""
-    left, right = a.chunks(), b.chunks()
-    x: np.ndarray | None = np.zeros(0, dtype=np.int64)
-    y: np.ndarray | None = x
-    while True:
-        if x is not None and not len(x):
-            x = next(left, None)
-        if y is not None and not len(y):
-            y = next(right, None)
-        if x is None or y is None:
-            return
-        k = min(len(x), len(y))
-        yield x[:k], y[:k]
-        x, y = x[k:], y[k:]
+    for a_base, x, b_base, y in _aligned_runs(a, b):
+        yield _values(a_base, x), _values(b_base, y)
 
 
 def _joined(cols: list[_Column], dtype: Any = None) -> np.ndarray:
@@ -727,15 +743,16 @@ def _groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows grouped by equal keys: (the row order that makes groups contiguous,
     where each group starts in it, the index of each group's first row)."""
     if len(keys) == 1:
-        key = keys[0]
+        order = np.argsort(keys[0], kind="stable")
+        sk = keys[0][order]
+        change = sk[1:] != sk[:-1]
     else:
-        key = np.zeros(len(keys[0]), dtype=np.uint64)
+        order = np.lexsort(keys[::-1])
+        change = np.zeros(max(len(order) - 1, 0), dtype=bool)
         for k in keys:
-            # Every key is below 2**32 (pid, tid, op); two fit in 64 bits.
-            key = (key << np.uint64(32)) | k.astype(np.uint64)
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]]) if len(sk) else np.zeros(0, np.int64)
+            sk = k[order]
+            change |= sk[1:] != sk[:-1]
+    starts = np.flatnonzero(np.r_[True, change]) if len(order) else np.zeros(0, np.int64)
     return order, starts, order[starts]
 
 
@@ -1006,7 +1023,9 @@ class _Builder:
         self.t_hi: int | None = None
         self.threads: dict[int, _Thread] = {}
         self.tids_by_pid: dict[int, set[int]] = {}
-        self.requests: dict[tuple[int, int, str], _Requests] = {}
+        self.requests: dict[tuple[int, int, str, int], _Requests] = {}
+        """(pid, tid, group, op) -> requests; op is the syscall of simple sync
+        requests (their latencies are also that syscall's durations), else -1."""
         # Sync request chains: (tid, fd) -> (chain open, its first try, end of the
         # request before it); tid -> the thread's last multiplexer wait (ts, end);
         # tid -> the latest end of its data and multiplexer calls so far.
@@ -1089,6 +1108,12 @@ class _Builder:
             | ((op == _OP["io_uring_enter"]) & (size > 0) & (ret >= 0))
             | (is_mux & (ret >= 0))
         )
+        # Sync requests first: a simple one's duration is kept once, as its latency.
+        simple = np.zeros(len(op), dtype=bool)
+        if is_data.any():
+            simple = self._sync_requests(
+                pid, tid, op, sc["fd"], ts, end, ret, eagain, is_data, is_mux
+            )
         order, starts, first = _groups(tid, op)
         counts = np.diff(np.r_[starts, len(order)]).tolist()
         sums = {
@@ -1105,6 +1130,7 @@ class _Builder:
         lo = np.minimum.reduceat(ts[order], starts).tolist()
         hi = np.maximum.reduceat(end[order], starts).tolist()
         dur_sorted = dur[order]
+        kept = ~simple[order]
         bounds = [*starts.tolist(), len(order)]
         for j, (t, o) in enumerate(zip(tid[first].tolist(), op[first].tolist(), strict=True)):
             th = self._thread(t)
@@ -1122,13 +1148,12 @@ class _Builder:
             c.batch_calls += sums["batch_calls"][j]
             c.batch_sum += sums["batch_sum"][j]
             c.batch_max = max(c.batch_max, bmax[j])
-            c.durs.add(dur_sorted[bounds[j] : bounds[j + 1]])
+            b0, b1 = bounds[j], bounds[j + 1]
+            c.durs.add(dur_sorted[b0:b1][kept[b0:b1]])
         enter = op == _OP["io_uring_enter"]
         if enter.any():
             for k, v in (("pid", pid), ("tid", tid), ("ts", ts), ("end", end)):
                 self.enters[k].add(v[enter])
-        if is_data.any():
-            self._sync_requests(pid, tid, sc["fd"], ts, end, ret, eagain, is_data, is_mux)
         self._carry(tid, ts, end, is_data | is_mux, is_mux)
         if self.pool is not None:
             self.pool.add_calls(
@@ -1176,6 +1201,7 @@ class _Builder:
         self,
         pid: np.ndarray,
         tid: np.ndarray,
+        op: np.ndarray,
         fd: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
@@ -1183,9 +1209,11 @@ class _Builder:
         eagain: np.ndarray,
         is_data: np.ndarray,
         is_mux: np.ndarray,
-    ) -> None:
+    ) -> np.ndarray:
         """Requests made with sync data calls, with start times per the module doc,
-        going on from the chains and waits that earlier batches left open."""
+        going on from the chains and waits that earlier batches left open. Returns
+        which calls are *simple* requests: started when the call did and not
+        ending before it, so their latency is their duration and is kept once."""
         data = np.flatnonzero(is_data)
         # Calls by (tid, fd, start); ties keep file order, as in `Frames`.
         idx = data[np.lexsort((ts[data], fd[data], tid[data]))]
@@ -1234,12 +1262,22 @@ class _Builder:
                 self.chains[key] = (False, 0, int(kend[r]))
             else:
                 self.chains[key] = (True, int(first_try[r]), int(prev_end[r]))
+        simple = np.zeros(len(ts), dtype=bool)
         if len(done_rows):
             rows = idx[done_rows]
+            is_simple = (start[done_rows] == kts[done_rows]) & (kend[done_rows] >= kts[done_rows])
+            simple[rows[is_simple]] = True
             self._add_requests(
-                _SYNC, pid[rows], tid[rows], start[done_rows], np.ones(len(rows), dtype=bool),
-                end[rows], ret[rows],
-            )  # fmt: skip
+                _SYNC,
+                pid[rows],
+                tid[rows],
+                start[done_rows],
+                np.ones(len(rows), dtype=bool),
+                end[rows],
+                ret[rows],
+                ops=np.where(is_simple, op[rows], -1),
+            )
+        return simple
 
     def _wait_starts(
         self,
@@ -1329,11 +1367,15 @@ class _Builder:
         *,
         workers: np.ndarray | None = None,
         kdone: np.ndarray | None = None,
+        ops: np.ndarray | None = None,
     ) -> None:
-        """Fold requests into their (pid, tid, group). `done` is each request's end
-        where observed (None for io_uring, inferred at the end); `kdone` the kernel
-        completion, 0 where unknown (async only)."""
-        order, starts, first = _groups(pid, tid)
+        """Fold requests into their (pid, tid, group, op). `done` is each request's
+        end where observed (None for io_uring, inferred at the end); `kdone` the
+        kernel completion, 0 where unknown (async only); `ops` the syscall of each
+        simple sync request, -1 for the others (the default)."""
+        if ops is None:
+            ops = np.full(len(pid), -1, dtype=np.int64)
+        order, starts, first = _groups(pid, tid, ops)
         bounds = [*starts.tolist(), len(order)]
         counts = np.diff(bounds).tolist()
         n_obs = _sums(observed, order, starts)
@@ -1346,10 +1388,11 @@ class _Builder:
         if done is not None and lat is not None:
             done_max = np.maximum.reduceat(np.where(observed, done, _INT64_MIN)[order], starts)
             busy = _sums(np.where(observed & (lat >= 0), lat, 0), order, starts)
-        for j, (p, t) in enumerate(zip(pid[first].tolist(), tid[first].tolist(), strict=True)):
-            req = self.requests.get((p, t, group))
+        keys = zip(pid[first].tolist(), tid[first].tolist(), ops[first].tolist(), strict=True)
+        for j, (p, t, o) in enumerate(keys):
+            req = self.requests.get((p, t, group, o))
             if req is None:
-                req = self.requests[(p, t, group)] = _Requests()
+                req = self.requests[(p, t, group, o)] = _Requests()
             req.count += counts[j]
             req.observed += n_obs[j]
             req.errors += errors[j]
@@ -1580,9 +1623,9 @@ class _Scopes:
 
     def __init__(self, b: _Builder) -> None:
         self.threads = b.threads
-        self.by_tid: dict[int, list[tuple[str, _Requests]]] = {}
-        for (_, tid, group), req in b.requests.items():
-            self.by_tid.setdefault(tid, []).append((group, req))
+        self.by_tid: dict[int, list[tuple[str, int, _Requests]]] = {}
+        for (_, tid, group, op), req in b.requests.items():
+            self.by_tid.setdefault(tid, []).append((group, op, req))
         self.cache: dict[tuple[Any, ...], Any] = {}
 
     def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
@@ -1593,6 +1636,8 @@ class _Scopes:
     def _durations(self, tids: tuple[int, ...], op: int) -> dict[str, float | None]:
         def make() -> dict[str, float | None]:
             cols = [self.threads[t].calls[op].durs for t in tids if op in self.threads[t].calls]
+            # The simple requests' durations are their latencies.
+            cols += [r.lats for t in tids for g, o, r in self.by_tid.get(t, []) if o == op]
             return _percentiles(cols)
 
         return cast(dict[str, float | None], self._cached(("dur", tids, op), make))
@@ -1648,7 +1693,7 @@ class _Scopes:
 
         async_counts: dict[str, int] = {}
         for t in tids:
-            for group, req in self.by_tid.get(t, []):
+            for group, _, req in self.by_tid.get(t, []):
                 if group != _SYNC:
                     async_counts[group] = async_counts.get(group, 0) + req.count
         label = classify(
@@ -1672,11 +1717,11 @@ class _Scopes:
             "posix-aio",
         )
         group = label.api if async_model else _SYNC
-        reqs = [r for t in tids for g, r in self.by_tid.get(t, []) if g == group]
+        reqs = [r for t in tids for g, _, r in self.by_tid.get(t, []) if g == group]
         if async_model and not sum(r.count for r in reqs):
             # posix-aio seen only as helper threads doing blocking calls.
             group = _SYNC
-            reqs = [r for t in tids for g, r in self.by_tid.get(t, []) if g == group]
+            reqs = [r for t in tids for g, _, r in self.by_tid.get(t, []) if g == group]
         n_req = sum(r.count for r in reqs)
         n_obs = sum(r.observed for r in reqs)
         if n_obs:
@@ -1789,21 +1834,86 @@ class _Scopes:
         )
 
 
-def _percentiles(cols: list[_Column]) -> dict[str, float | None]:
-    """`percentiles_us` of the values of `cols` (integers, never NaN) from one
-    narrow copy of them (numpy's percentiles of integers equal those of the same
-    values as float64, bit for bit), partitioned in place."""
-    arr = _joined(cols)
-    if not len(arr):
-        return percentiles_us(arr)
-    top = float(arr.max())
-    p = np.percentile(arr, [50, 90, 99], overwrite_input=True) / 1000.0
+PERCENTILE_COPY: Final = 1 << 20
+"""Values up to which `_percentiles` copies a series to partition it (4 MiB);
+past that, 4-byte series are searched in place, digit by digit."""
+_PERCENTS: Final = (50, 90, 99)
+
+
+def _percentiles(cols: list[_Column], copy_max: int = PERCENTILE_COPY) -> dict[str, float | None]:
+    """`percentiles_us` of the values of `cols` (integers, never NaN). numpy's
+    percentiles of integers equal those of the same values as float64, bit for
+    bit, so a small or 8-byte series is copied as it is and partitioned in place;
+    a large 4-byte one (most are) is not copied at all: the order statistics the
+    percentiles need are found by counting 16-bit digits, and interpolated as
+    `np.percentile` does (`_interpolate`)."""
+    cols = [c for c in cols if len(c)]
+    n = sum(len(c) for c in cols)
+    if not n:
+        return percentiles_us(np.zeros(0))
+    if n <= copy_max or not all(c.narrow() for c in cols):
+        arr = _joined(cols)
+        top = float(arr.max())
+        p = np.percentile(arr, _PERCENTS, overwrite_input=True) / 1000.0
+    else:
+        top = float(max(int(chunk.max()) for c in cols for chunk in c.chunks() if len(chunk)))
+        p = _interpolate(cols, n) / 1000.0
     return {
         "p50": round(float(p[0]), 3),
         "p90": round(float(p[1]), 3),
         "p99": round(float(p[2]), 3),
         "max": round(top / 1000.0, 3),
     }
+
+
+def _interpolate(cols: list[_Column], n: int) -> np.ndarray:
+    """np.percentile(values, _PERCENTS) (method "linear") of the n uint32 values
+    of `cols`, without a copy of them: numpy's virtual indexes, neighbours and
+    interpolation (numpy/lib/_function_base_impl.py: _quantile, _get_indexes,
+    _lerp), step for step on the same dtypes, from the order statistics."""
+    q = np.true_divide(np.asarray(_PERCENTS), 100)
+    virtual = (n - 1) * q
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= n - 1
+    previous[above] = -1
+    following[above] = -1
+    previous_i = previous.astype(np.intp)
+    following_i = following.astype(np.intp)
+    gamma = np.asarray(virtual - previous_i, dtype=virtual.dtype)
+    ranks = sorted({int(i) % n for i in (*previous_i, *following_i)})
+    stats = _order_statistics(cols, ranks)
+    a = np.array([stats[int(i) % n] for i in previous_i], dtype=np.uint32)
+    b = np.array([stats[int(i) % n] for i in following_i], dtype=np.uint32)
+    diff_b_a = b - a
+    lerp = np.add(a, diff_b_a * gamma)
+    np.subtract(b, diff_b_a * (1 - gamma), out=lerp, where=gamma >= 0.5, casting="unsafe")
+    return cast(np.ndarray, lerp)
+
+
+def _order_statistics(cols: list[_Column], ranks: list[int]) -> dict[int, int]:
+    """The values at `ranks` (0-based) in the sorted uint32 values of `cols`:
+    one pass counts the high 16 bits, one more the low 16 bits of the values in
+    the high digits wanted. Two 65,536-entry histograms, no copy."""
+    high = np.zeros(1 << 16, dtype=np.int64)
+    for c in cols:
+        for chunk in c.chunks():
+            high += np.bincount(chunk >> 16, minlength=1 << 16)
+    high_cum = np.cumsum(high)
+    digit = {r: int(np.searchsorted(high_cum, r, side="right")) for r in ranks}
+    wanted = sorted(set(digit.values()))
+    low = {d: np.zeros(1 << 16, dtype=np.int64) for d in wanted}
+    for c in cols:
+        for chunk in c.chunks():
+            top = chunk >> 16
+            for d in wanted:
+                low[d] += np.bincount(chunk[top == d] & 0xFFFF, minlength=1 << 16)
+    out = {}
+    for r, d in digit.items():
+        below = int(high_cum[d - 1]) if d else 0
+        low_digit = int(np.searchsorted(np.cumsum(low[d]), r - below, side="right"))
+        out[r] = d << 16 | low_digit
+    return out
 
 
 DEPTH_GROUP: Final = 1 << 20
@@ -1823,20 +1933,24 @@ def _depth(reqs: list[_Requests], span_ns: int) -> dict[str, float]:
 def _depth_max_of(cols: list[tuple[_Column, _Column]], group: int = DEPTH_GROUP) -> int | None:
     """`_depth_max` of the requests whose (start, latency) columns are `cols`,
     leaving out negative latencies as `depth_stats` does; None when none is left.
+
     Past `group` requests, the time axis is cut into ranges of about `group`
-    starts each (from a sample), and each range is swept on its own, starting
-    from the depth its earlier ranges leave: one range's times in memory at once."""
+    starts each (from a sample), and each range is swept on its own, from the
+    depth the ranges before it leave: one range's times are sorted at a time.
+    The columns are filled batch by batch, so each run of them covers a short
+    stretch of time and a range only reads the runs that reach into it."""
+    runs = [r for starts, lats in cols for r in _aligned_runs(starts, lats)]
 
-    def pieces() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for starts, lats in cols:
-            for s, lat in _aligned(starts, lats):
-                ok = lat >= 0
-                s = np.asarray(s, dtype=np.int64)
-                yield (s, s + lat) if ok.all() else (s[ok], s[ok] + lat[ok])
+    def piece(run: tuple[int, np.ndarray, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        s_base, s_run, l_base, l_run = run
+        s = np.asarray(_values(s_base, s_run), dtype=np.int64)
+        lat = _values(l_base, l_run)
+        ok = lat >= 0
+        return (s, s + lat) if ok.all() else (s[ok], s[ok] + lat[ok])
 
-    n = sum(len(starts) for starts, _ in cols)
+    n = sum(len(r[1]) for r in runs)
     if n <= group:
-        both = list(pieces())
+        both = [piece(r) for r in runs]
         if not sum(len(s) for s, _ in both):
             return None
         start = np.concatenate([s for s, _ in both])
@@ -1844,26 +1958,31 @@ def _depth_max_of(cols: list[tuple[_Column, _Column]], group: int = DEPTH_GROUP)
         del both
         return _depth_max(start, end, own=True)
     step = max(1, n // 8192)
-    sample = np.sort(np.concatenate([s[::step] for s, _ in pieces()]))
+    samples: list[np.ndarray] = []
+    spans: list[tuple[int, int] | None] = []
+    for run in runs:
+        s, e = piece(run)
+        samples.append(s[::step].copy())
+        spans.append((int(s.min()), int(e.max())) if len(s) else None)
+    sample = np.sort(np.concatenate(samples))
     if not len(sample):
         return None
     ranges = n // group + 1
     bounds = np.unique(sample[np.linspace(0, len(sample) - 1, ranges + 1)[1:-1].astype(int)])
-    k = len(bounds) + 1
-    starts_in = np.zeros(k, dtype=np.int64)
-    ends_in = np.zeros(k, dtype=np.int64)
-    for s, e in pieces():
-        starts_in += np.bincount(np.searchsorted(bounds, s, side="right"), minlength=k)
-        ends_in += np.bincount(np.searchsorted(bounds, e, side="right"), minlength=k)
-    # In flight when range g begins: started before it and not ended before it.
-    before = np.r_[0, np.cumsum(starts_in - ends_in)[:-1]]
-    best = 0
-    for g in np.flatnonzero(starts_in).tolist():
-        lo = bounds[g - 1] if g else None
-        hi = bounds[g] if g < k - 1 else None
+    edges = [None, *bounds.tolist(), None]
+    before = best = 0
+    for lo, hi in itertools.pairwise(edges):
         ss: list[np.ndarray] = []
         es: list[np.ndarray] = []
-        for s, e in pieces():
+        for run, span in zip(runs, spans, strict=True):
+            # A run's times lie within [its first start, its last end].
+            if (
+                span is None
+                or (lo is not None and span[1] < lo)
+                or (hi is not None and span[0] >= hi)
+            ):
+                continue
+            s, e = piece(run)
             for src, dst in ((s, ss), (e, es)):
                 inside = np.ones(len(src), dtype=bool)
                 if lo is not None:
@@ -1871,16 +1990,20 @@ def _depth_max_of(cols: list[tuple[_Column, _Column]], group: int = DEPTH_GROUP)
                 if hi is not None:
                     inside &= src < hi
                 dst.append(src[inside])
-        s_g, e_g = np.concatenate(ss), np.concatenate(es)
+        s_g = np.concatenate(ss) if ss else np.zeros(0, np.int64)
+        e_g = np.concatenate(es) if es else np.zeros(0, np.int64)
         del ss, es
-        s_g.sort()
-        e_g.sort()
-        depth = (
-            int(before[g])
-            + np.searchsorted(s_g, s_g, side="right")
-            - np.searchsorted(e_g, s_g, side="right")
-        )
-        best = max(best, int(depth.max()))
+        if len(s_g):
+            s_g.sort()
+            e_g.sort()
+            depth = (
+                before
+                + np.searchsorted(s_g, s_g, side="right")
+                - np.searchsorted(e_g, s_g, side="right")
+            )
+            best = max(best, int(depth.max()))
+        # In flight when the next range begins: started and not ended before it.
+        before += len(s_g) - len(e_g)
     return best
 
 
@@ -1918,7 +2041,9 @@ class Analysis:
     end_ns: int = 0
     timeline: Timeline | None = None
     """The HTML timeline's segments, when asked for (`timeline=True`)."""
-    request_store: dict[tuple[int, int, str], _Requests] = field(default_factory=dict, repr=False)
+    request_store: dict[tuple[int, int, str, int], _Requests] = field(
+        default_factory=dict, repr=False
+    )
     _frames: Frames | None = field(default=None, repr=False)
 
     @property
@@ -1941,7 +2066,9 @@ class Analysis:
     def request_latencies_ns(self, s: Summary) -> np.ndarray:
         """Latency of each completed request of the process `s` that its model
         counts (its API's requests for async-nonblocking, else its sync ones)."""
-        mine = [(g, r) for (p, _, g), r in self.request_store.items() if p == s.pid and r.observed]
+        mine = [
+            (g, r) for (p, _, g, _), r in self.request_store.items() if p == s.pid and r.observed
+        ]
         group = _SYNC
         if s.label.model == "async-nonblocking" and any(g == s.label.api for g, _ in mine):
             group = s.label.api
@@ -1951,7 +2078,7 @@ class Analysis:
         """(pid, API, submit times, completion times) of the completed async
         requests of each process and API, sorted by pid and API."""
         groups: dict[tuple[int, str], list[_Requests]] = {}
-        for (p, _, g), r in self.request_store.items():
+        for (p, _, g, _), r in self.request_store.items():
             if g != _SYNC and r.observed:
                 groups.setdefault((p, g), []).append(r)
         out = []

@@ -335,6 +335,26 @@ def test_depth_swept_by_time_range_equals_the_whole_sweep() -> None:
             assert analysis._depth_max_of(cols, group) == want, (n, group)
 
 
+def test_percentiles_found_in_place_equal_numpys() -> None:
+    """Past a size a 4-byte series is not copied: its order statistics are counted
+    digit by digit and interpolated as np.percentile does. Same floats, bit for bit."""
+    rng = np.random.default_rng(6)
+    for trial in range(300):
+        n = int(rng.choice([1, 2, 3, 7, 100, 1001, 5000]))
+        top = int(rng.choice([3, 1000, 2**16, 2**20, 2**32 - 1]))
+        values = rng.integers(0, top, size=n, endpoint=True)
+        cols = []
+        for part in np.array_split(values, int(rng.integers(1, 5))):
+            col = analysis._Column()
+            col.add(part)
+            cols.append(col)
+        want = analysis.percentiles_us(values.astype(np.float64))
+        assert analysis._percentiles(cols, copy_max=0) == want, (trial, n, top)
+        assert analysis._percentiles(cols) == want, (trial, n, top)
+        p = np.percentile(values.astype(np.float64), [50, 90, 99])
+        assert analysis._interpolate(cols, n).tolist() == p.tolist()
+
+
 def test_narrow_columns_keep_every_value() -> None:
     values = [np.array([0, 5, 2**32 - 1]), np.array([2**32, 7]), np.array([-3]), np.arange(5)]
     values += [np.arange(10**12, 10**12 + 70_000, 7), np.array([10**12, 10**12 + 2**33])]
