@@ -1,9 +1,11 @@
 """`iotrace report` on big traces: peak memory and time against the trace's size.
 
 Issue 8: a ten-minute recording holds 37 M+ records; `report` must read it in
-bounded memory and time. For each size, a synthetic trace (iotrace.tui.synthetic:
-the four models, ~54 k records per second of trace) is written as a real trace
-file, then `iotrace report` (text, and --json) runs in a child process that
+bounded memory and time. For each size, a synthetic trace is written as a real
+trace file (`--shape models`: iotrace.tui.synthetic's four models, ~54 k records
+per second of trace; `--shape storm`: one thread's back-to-back read() calls,
+like bench.soak's, where every record is a request: the most a record costs),
+then `iotrace report` (text, and --json) runs in a child process that
 reports its own peak resident memory (VmHWM: getrusage's ru_maxrss would carry
 this process's memory over into the child). Prints records, file size, peak
 memory, bytes per record (whole, and net of the report of an empty trace),
@@ -11,7 +13,8 @@ seconds, and the ratios between sizes; asserts nothing. `--in-memory` also
 times the analysis of the loaded trace (session.load + analysis.analyze, what
 holding every record costs) at the smallest size. Needs no root.
 
-    .venv/bin/python -m bench.report_memory [--events 2000000 10000000] [--in-memory]
+    .venv/bin/python -m bench.report_memory [--events 2000000 10000000] [--shape storm]
+                                            [--in-memory]
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from iotrace.tui import synthetic
 
-from iotrace.session import TraceWriter
+from iotrace.events import SYSCALL_BY_NAME, Kind
+from iotrace.session import EVENT_DTYPE, TraceWriter
 
 EVENTS_PER_SECOND = 54_000
 """What synthetic.make_trace produces per second of trace."""
@@ -61,6 +66,23 @@ class Run:
 
 def _load() -> str:
     return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
+def write_storm(path: Path, n_events: int) -> int:
+    """One thread's read() calls back to back (0.3-3 us each), in 15 k-record chunks."""
+    rng = np.random.default_rng(1)
+    t = synthetic.T0_NS
+    with TraceWriter(path, {"command": "bench storm"}, force=True) as w:
+        for at in range(0, n_events, 15_000):
+            r = np.zeros(min(15_000, n_events - at), dtype=EVENT_DTYPE)
+            dur = rng.integers(300, 3000, len(r))
+            ts = t + np.cumsum(dur + rng.integers(100, 400, len(r))) - dur
+            r["kind"], r["op"] = Kind.SYSCALL, SYSCALL_BY_NAME["read"].op
+            r["pid"], r["tid"], r["fd"], r["size"], r["ret"] = 77, 77, 3, 1, 1
+            r["ts_ns"], r["end_ns"] = ts, ts + dur
+            t = int(ts[-1] + dur[-1])
+            w.write_events(r)
+    return n_events
 
 
 def write_trace(path: Path, n_events: int) -> int:
@@ -103,6 +125,7 @@ def run(*argv: str) -> Run:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.report_memory", description=__doc__)
     parser.add_argument("--events", type=int, nargs="+", default=[2_000_000, 10_000_000])
+    parser.add_argument("--shape", choices=["models", "storm"], default="models")
     parser.add_argument(
         "--in-memory", action="store_true", help="also the loaded-trace analysis, smallest size"
     )
@@ -114,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         tiny = folder / "tiny.trace"
         write_trace(tiny, 1)
         base = run("report", "--json", str(tiny))
-        print(f"bench.report_memory ({_load()})")
+        print(f"bench.report_memory, {args.shape} ({_load()})")
         print(
             f"report of a 1-second trace: peak {base.peak_bytes / 2**20:.0f} MiB (the interpreter, "
             "its libraries, one batch); net B/rec is past that"
@@ -127,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[tuple[int, Run]] = []
         for n in sorted(args.events):
             path = folder / f"{n}.trace"
-            records = write_trace(path, n)
+            records = (write_storm if args.shape == "storm" else write_trace)(path, n)
             size = path.stat().st_size
             for mode, argv in (("text", ["report"]), ("--json", ["report", "--json"])):
                 r = run(*argv, str(path))
