@@ -2,13 +2,15 @@
 cache, started cold, every 2nd request forced to an io-wq worker by default)
 and `io_uring-socket` (recv on paced sockets).
 
-File reads: a reaped batch is refilled as SQEs and submitted at once by one
-`io_uring_enter(to_submit=n)` (as fio does), then the data of the reaped batch
-is checked while the device works, and the next `io_uring_enter(min_complete)`
-waits; completions are read from the CQ ring, not from the syscall. Sockets
-submit and wait in the same call. `--force_async N` marks every Nth request
-IOSQE_ASYNC, which sends it to an io-wq kernel worker (fio's option of the
-same name).
+File reads, the way fio drives io_uring: every completion in the CQ ring is
+reaped (no syscall), its slot refilled with a new SQE at once, and the refills
+submitted `--iodepth-batch-submit` (default 2) per `io_uring_enter(to_submit,
+0, GETEVENTS)`; each of those calls also posts what finished meanwhile, so the
+loop only waits (`io_uring_enter(0, min_complete, GETEVENTS)`) when the ring
+is empty. The reaped data is checked after the refill, while the device works.
+Sockets submit and wait in the same call. `--force_async N` marks every Nth
+request IOSQE_ASYNC, which sends it to an io-wq kernel worker (fio's option of
+the same name).
 """
 
 from __future__ import annotations

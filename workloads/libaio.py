@@ -1,8 +1,9 @@
 """libaio: Linux AIO on an O_DIRECT file through the raw syscalls.
 
-`io_setup` once; then every batch of completed slots is resubmitted with one
-`io_submit` (an array of iocb pointers) and completions are reaped with
-`io_getevents(min_nr=--iodepth_batch_complete_min, nr=iodepth)`. Without
+`io_setup` once; then every batch of completed slots is resubmitted at once,
+`--iodepth-batch-submit` (default 2) iocb pointers per `io_submit`, and
+completions are reaped with `io_getevents(min_nr=--iodepth_batch_complete_min,
+nr=iodepth)`. Without
 O_DIRECT (`--direct 0`) the kernel completes each read inside io_submit:
 that is the point of showing it.
 """

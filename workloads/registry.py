@@ -111,7 +111,7 @@ _SPECS: tuple[WorkloadSpec, ...] = (
         "libaio",
         "async-nonblocking",
         "libaio",
-        "Linux AIO on an O_DIRECT file: batched io_submit(), io_getevents(), depth 32",
+        "Linux AIO on an O_DIRECT file, depth 32: io_submit() 2 at a time, io_getevents()",
         ("io_submit", "io_getevents"),
         module="libaio",
         options=_FILE | _COUNTED | _ASYNC,
