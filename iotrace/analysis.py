@@ -606,14 +606,6 @@ def _syscall_name(op: int) -> str:
     return SYSCALL_BY_OP[op].name if op in SYSCALL_BY_OP else f"syscall{op}"
 
 
-def _narrow(v: np.ndarray) -> np.ndarray:
-    """Integers in 4 bytes when they fit (a duration under 4.29 s), else in 8:
-    exact either way, and half the memory for almost every call and request."""
-    if not len(v) or (int(v.min()) >= 0 and int(v.max()) < _U32):
-        return v.astype(np.uint32)
-    return v.astype(np.int64)
-
-
 class _Column:
     """An append-only column of integers in 4 bytes a value when they fit (a
     duration under 4.29 s; a column of times, `based`, keeps each batch's values
