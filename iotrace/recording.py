@@ -32,7 +32,7 @@ from iotrace.errors import (
     UsageError,
 )
 
-SUMMARY_MAX_EVENTS = 1_000_000
+SUMMARY_MAX_EVENTS = 20_000_000
 """Above this, the end of a run prints counts only (see _summarise)."""
 CAP_PERFMON = 38
 CAP_BPF = 39
@@ -613,18 +613,19 @@ def _summarise(
     if writer.error and not reported:
         print(f"iotrace: {writer.error}", file=sys.stderr)
     if writer.events_written <= SUMMARY_MAX_EVENTS:
-        print(report.summary_text(session.load(out)))
+        # Streamed from the file (bounded memory); it carries the overhead table too.
+        print(report.summary_text(out))
     else:
-        # Analysing the whole trace costs ~1 KB of memory per event: after a
-        # long run, ending promptly matters more than the table.
+        # The table takes about half a second per million records: after a very
+        # long run, ending promptly matters more.
         print(
             f"{writer.events_written:,} events, lost events: {lost:,}; "
             f"for the summary run 'iotrace report {out}'"
         )
-    if overhead is not None:
-        from iotrace.overhead import render
+        if overhead is not None:
+            from iotrace.overhead import render
 
-        print(render(overhead))
+            print(render(overhead))
     print(f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)")
     if writer.error:
         return EXIT_IO

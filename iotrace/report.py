@@ -237,6 +237,11 @@ def render_text(a: Analysis, width: int = 80) -> str:
         "asleep in I/O calls and multiplexers.",
         width=min(width, 80) - 1,
     )
+    ov = (tr.footer or {}).get("overhead")
+    if isinstance(ov, dict):
+        from iotrace.overhead import render
+
+        lines += ["", render(ov)]
     return "\n".join(lines) + "\n"
 
 
@@ -277,6 +282,7 @@ def report_json(a: Analysis) -> dict[str, Any]:
         "evicted": a.evicted,
         "write_error": a.write_error or None,
         "not_observed": (tr.footer or {}).get("not_observed", {}),
+        "overhead": (tr.footer or {}).get("overhead"),
         "workloads": [w.to_json() for w in a.workloads],
         "processes": [p.to_json() for p in a.processes],
     }

@@ -7,6 +7,8 @@ and stopped by iotrace at the very instant -d ended its own runtime.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from e2e_util import iotrace, needs_root
 
@@ -61,3 +63,13 @@ def test_summary_prints_the_overhead_table(run):
     assert "iotrace's drain:" in table
     assert max(len(line) for line in table.splitlines()) <= 80
     assert "running libaio, sync-blocking untraced first" in proc.stderr
+
+
+def test_report_shows_the_overhead_again(run):
+    t, proc = run
+    text = iotrace("report", str(t.path))
+    assert text.returncode == 0, text.stderr
+    table = text.stdout[text.stdout.index("OVERHEAD") :]
+    assert table.strip() in proc.stdout
+    doc = json.loads(iotrace("report", "--json", str(t.path)).stdout)
+    assert doc["overhead"] == t.footer["overhead"]
