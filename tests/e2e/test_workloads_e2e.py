@@ -113,6 +113,18 @@ def test_runtime_bounds_a_run() -> None:
     assert 0.9 <= r["runtime_s"] < 3 and r["ops"] > 100
 
 
+def test_submit_batch_bounds_requests_per_submitting_call() -> None:
+    # One request per io_submit: exactly as many calls as requests.
+    r = _workload_json("libaio", "--number-ios", "97", "--iodepth", "8",
+                       "--iodepth-batch-submit", "1", "--filesize", "16m")  # fmt: skip
+    assert r["ops"] == 97 and r["roles"]["file"]["io_submit"] == 97
+    # io_uring: one io_uring_enter per request submitted, plus the waits.
+    _skip_if_unavailable("io_uring")
+    r = _workload_json("io_uring", "--number-ios", "97", "--iodepth", "8",
+                       "--iodepth-batch-submit", "1", "--filesize", "16m")  # fmt: skip
+    assert r["ops"] == 97 and r["roles"]["file"]["io_uring_enter"] >= 97
+
+
 def test_corrupted_block_fails_loudly(tmp_path: Path) -> None:
     d = tmp_path / "data"
     args = ["--filesize", "1m", "--rw", "read", "--directory", str(d)]
