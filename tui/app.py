@@ -20,6 +20,7 @@ from iotrace.tui.model import DEFAULT_MAX_EVENTS, Aggregator
 from iotrace.tui.screens.dashboard import DashboardScreen
 from textual.app import App
 from textual.css.query import NoMatches
+from textual.driver import Driver
 
 from iotrace.errors import IotraceError
 from iotrace.source import TraceSource
@@ -36,6 +37,15 @@ class DashboardApp(App[None]):
     CSS_PATH = "iotrace.tcss"
     TITLE = "iotrace"
     ENABLE_COMMAND_PALETTE = False
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's choice, except its Linux driver becomes one that survives the
+        terminal going away (tui/terminal.py)."""
+        from iotrace.tui.terminal import TerminalDriver
+        from textual.drivers.linux_driver import LinuxDriver
+
+        chosen = super().get_driver_class()
+        return TerminalDriver if chosen is LinuxDriver else chosen
 
     def __init__(
         self,
