@@ -140,6 +140,13 @@ def _fidelity_against(engine: str) -> Callable[[dict[str, Any]], str]:
     return get
 
 
+def _added_vs_floor(r: dict[str, Any]) -> str:
+    return (
+        f"{r['iotrace_ns'] - r['untraced_ns']:,.0f} vs "
+        f"{r['floor_ns'] - r['untraced_ns']:,.0f} ns added"
+    )
+
+
 def _ns(key: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda r: r.get(key)
 
@@ -152,10 +159,7 @@ ROWS = [
         "{:.2f}x",
         "<= 1.5x",
         lambda v: v <= 1.5,
-        lambda r: (
-            f"{r['iotrace_ns'] - r['untraced_ns']:,.0f} vs "
-            f"{r['floor_ns'] - r['untraced_ns']:,.0f} ns added"
-        ),
+        _added_vs_floor,
     ),
     Row(
         "overhead_read",
@@ -193,10 +197,7 @@ ROWS = [
         "{:.2f}x",
         "<= 1.5x",
         lambda v: v <= 1.5,
-        lambda r: (
-            f"{r['iotrace_ns'] - r['untraced_ns']:,.0f} vs "
-            f"{r['floor_ns'] - r['untraced_ns']:,.0f} ns added"
-        ),
+        _added_vs_floor,
     ),
     Row(
         "pipeline",

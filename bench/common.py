@@ -137,3 +137,15 @@ def median(xs: list[float]) -> float:
 
 def emit_json(name: str, data: dict[str, Any]) -> None:
     print(f"JSON {name} " + json.dumps(data, sort_keys=True))
+
+
+def require_root(bench: str) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit(f"bench.{bench} loads BPF programs: run it as root")
+
+
+def publish(name: str, text: str, figures: dict[str, Any]) -> int:
+    """A bench's end: its lines for people, then its JSON line for `python -m bench`."""
+    print(text)
+    emit_json(name, figures)
+    return 0

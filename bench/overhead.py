@@ -25,7 +25,7 @@ from typing import Any
 
 from iotrace.tracer.bcc_source import RawProgram
 
-from bench.common import Gated, Recording, compile_c, emit_json, median
+from bench.common import Gated, Recording, compile_c, median, publish, require_root
 from iotrace import events, session
 
 FLOOR = """
@@ -292,12 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--pread", action="store_true", help="pread64 of a cached file instead")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("bench.overhead loads BPF programs: run it as root")
+    require_root("overhead")
     r = measure(args.calls, args.reps, args.pread)
-    print(render(r))
-    emit_json("overhead", {k: v for k, v in r.items() if k != "raw"})
-    return 0
+    return publish("overhead", render(r), {k: v for k, v in r.items() if k != "raw"})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Gated, Recording, compile_c, count_kinds, emit_json
+from bench.common import Gated, Recording, compile_c, count_kinds, publish, require_root
 
 
 def rss_mib() -> float:
@@ -124,12 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=1, help="storms side by side (default 1)")
     ap.add_argument("--overflow", action="store_true")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("bench.pipeline loads BPF programs: run it as root")
+    require_root("pipeline")
     r = measure(args.seconds, args.procs, args.overflow)
-    print(render(r))
-    emit_json("pipeline", r)
-    return 0
+    return publish("pipeline", render(r), r)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ after probes are compiled, loaded and attached and the targets are set up.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import emit_json
+from bench.common import publish, require_root
 from iotrace import session
 
 CASES: dict[str, list[str]] = {
@@ -81,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.startup", description=__doc__)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("bench.startup loads BPF programs: run it as root")
+    require_root("startup")
     r = measure(args.runs)
-    print(render(r))
-    emit_json("startup", r)
-    return 0
+    return publish("startup", render(r), r)
 
 
 if __name__ == "__main__":

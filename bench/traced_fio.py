@@ -24,7 +24,7 @@ from typing import Any
 
 from iotrace.workloads import datafile
 
-from bench.common import emit_json, foreign_bpf_holders
+from bench.common import foreign_bpf_holders, publish, require_root
 from iotrace import session
 
 TARGET = 0.95
@@ -121,12 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", default="libaio")
     ap.add_argument("--iodepth", type=int, default=32)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("bench.traced_fio loads BPF programs: run it as root")
+    require_root("traced_fio")
     r = measure(args.runtime, args.engine, args.iodepth)
-    print(render(r))
-    emit_json("traced_fio", r)
-    return 0
+    return publish("traced_fio", render(r), r)
 
 
 if __name__ == "__main__":
