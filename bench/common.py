@@ -10,7 +10,6 @@ import signal
 import statistics
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from iotrace.tracer import bcc_source, program
 from iotrace.tracer.live import LiveSource
 from iotrace.tracer.tasks import TaskRegistry
 
-from iotrace import events, session
+from iotrace import session
 
 PROGS = Path(__file__).with_name("progs")
 
@@ -48,12 +47,15 @@ class Gated:
     def pid(self) -> int:
         return self.proc.pid
 
-    def go(self) -> str:
+    def release(self) -> None:
         os.kill(self.proc.pid, signal.SIGUSR1)
+
+    def go(self) -> str:
+        self.release()
         return self.output()
 
     def output(self) -> str:
-        """What it printed, once it has ended (after go(), or a SIGUSR1 sent by hand)."""
+        """What it printed, once it has ended (after release())."""
         out, _ = self.proc.communicate(timeout=600)
         return out.strip()
 
@@ -85,28 +87,6 @@ class Recording:
         self.source.close()
         self.prog.close()
         return stats
-
-
-@dataclass
-class KindCounts:
-    syscalls: int = 0
-    lost_records: int = 0
-    lost_in_records: int = 0
-    """Records the LOST records say were dropped."""
-
-
-def count_kinds(path: Path) -> KindCounts:
-    """Syscall and LOST records of a trace, a chunk at a time (storms are big)."""
-    c = KindCounts()
-    _, _, chunks = session.iter_chunks(path)
-    for tag, value in chunks:
-        if tag == b"EVTS":
-            kinds = value["kind"]
-            c.syscalls += int((kinds == events.Kind.SYSCALL).sum())
-            lost = value[kinds == events.Kind.LOST]
-            c.lost_records += len(lost)
-            c.lost_in_records += int(lost["size"].sum())
-    return c
 
 
 def foreign_bpf_holders() -> list[int]:

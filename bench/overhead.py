@@ -128,9 +128,9 @@ def bpf_stats() -> Iterator[None]:
         knob.write_text(old)
 
 
-def prog_run_ns() -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the BPF programs this process holds."""
-    total_ns = total_cnt = 0
+def prog_run_ns() -> int:
+    """Run time (ns) summed over the BPF programs this process holds."""
+    total = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
             if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-prog":
@@ -141,10 +141,8 @@ def prog_run_ns() -> tuple[int, int]:
         for line in info.splitlines():
             key, _, value = line.partition(":")
             if key == "run_time_ns":
-                total_ns += int(value)
-            elif key == "run_cnt":
-                total_cnt += int(value)
-    return total_ns, total_cnt
+                total += int(value)
+    return total
 
 
 def profile(exe: Path, n: int, file: str | None, name: str) -> dict[str, float]:
@@ -154,9 +152,9 @@ def profile(exe: Path, n: int, file: str | None, name: str) -> dict[str, float]:
     with bpf_stats():
         prog = RawProgram(FLOOR.format(name=name))
         try:
-            ns0, _ = prog_run_ns()
+            ns0 = prog_run_ns()
             untraced(exe, n, file)
-            ns1, _ = prog_run_ns()
+            ns1 = prog_run_ns()
             out["floor_prog_ns"] = (ns1 - ns0) / n
         finally:
             prog.close()
@@ -164,9 +162,9 @@ def profile(exe: Path, n: int, file: str | None, name: str) -> dict[str, float]:
             rec = Recording(Path(d) / "profile.trace")
             g = Gated(_loop(exe, n, file))
             rec.add(g.pid)
-            ns0, _ = prog_run_ns()
+            ns0 = prog_run_ns()
             g.go()
-            ns1, _ = prog_run_ns()
+            ns1 = prog_run_ns()
             rec.stop()
             out["iotrace_prog_ns"] = (ns1 - ns0) / n
     return out

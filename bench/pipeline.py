@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Gated, Recording, compile_c, count_kinds, publish, require_root
+from bench.common import Gated, Recording, compile_c, publish, require_root
+from iotrace import events, session
 
 
 def rss_mib() -> float:
@@ -64,16 +64,16 @@ def measure(seconds: float, procs: int, overflow: bool) -> dict[str, Any]:
             rec.add(g.pid)
         t0 = time.monotonic()
         for g in storms:
-            os.kill(g.pid, signal.SIGUSR1)
+            g.release()
         for g in storms:
             g.output()
         storm_s = time.monotonic() - t0
         stats = rec.stop()
         stop.set()
         size = out.stat().st_size
-        c = count_kinds(out)
+        c = session.tally(out)
     calls = n * procs
-    recorded = c.syscalls
+    recorded = c.kinds.get(events.Kind.SYSCALL, 0)
     warm = [m for s, m in samples if s >= 2.0] or [m for _, m in samples]
     cap = stats["events"] / stats["drain_cpu_s"] if stats["drain_cpu_s"] else float("inf")
     return {
@@ -83,7 +83,7 @@ def measure(seconds: float, procs: int, overflow: bool) -> dict[str, Any]:
         "events_per_s": calls / storm_s,
         "recorded": recorded,
         "lost": int(stats["lost_total"]),
-        "lost_records": c.lost_records,
+        "lost_records": c.kinds.get(events.Kind.LOST, 0),
         "lost_in_records": c.lost_in_records,
         "drain_cpu_s": stats["drain_cpu_s"],
         "drain_events_per_cpu_s": cap,

@@ -1,4 +1,5 @@
 """`iotrace run --overhead`: what tracing costs the workloads on this machine.
+(recording.py runs the workloads untraced, then traced; this compares the two.)
 
 iotrace owns its workloads, so it can run them twice with the same options and
 duration: first untraced (side by side, as they will run traced), then traced.
@@ -12,62 +13,7 @@ drain thread's CPU time per event is iotrace's own side.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Sequence
 from typing import Any
-
-from iotrace.errors import IotraceError
-
-
-def measure_untraced(
-    names: Sequence[str],
-    options: Sequence[str],
-    *,
-    run_as: Any,
-    duration_s: float | None,
-    stop: threading.Event,
-) -> dict[str, dict[str, Any]]:
-    """Run the workloads untraced, side by side, released together; their own results.
-    A stop request ends the run early (the results then cover less time)."""
-    from iotrace.workloads import launcher
-
-    started: list[Any] = []
-    try:
-        for name in names:
-            if stop.is_set():
-                break
-            w = launcher.start(name, options, run_as=run_as, duration_s=duration_s)
-            w.wait_ready(timeout=120.0)
-            if w.unavailable:
-                w.close()
-                continue
-            started.append(w)
-        for w in started:
-            w.release()
-        from iotrace.recording import WORKLOAD_WRAP_UP_S
-
-        # As in the traced run: they end by themselves at -d and report.
-        deadline = time.monotonic() + duration_s + WORKLOAD_WRAP_UP_S if duration_s else None
-        while not stop.is_set() and any(w.poll() is None for w in started):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            stop.wait(0.05)
-        results: dict[str, dict[str, Any]] = {}
-        for w in started:
-            if w.poll() is None:
-                w.stop()
-            try:
-                results[w.name] = w.result()
-            except IotraceError as exc:
-                results[w.name] = {"error": str(exc)}
-        return results
-    finally:
-        for w in started:
-            with contextlib.suppress(Exception):
-                w.stop()
-                w.close()
 
 
 def _side(res: dict[str, Any]) -> dict[str, Any]:

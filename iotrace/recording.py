@@ -237,21 +237,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         baseline = None
         if args.overhead:
-            from iotrace import overhead
-
             print(
                 f"iotrace: --overhead: running {', '.join(names)} untraced first "
                 f"({f'{args.duration:g} s' if args.duration else 'to their end'}), "
                 "then traced",
                 file=sys.stderr,
             )
-            baseline = overhead.measure_untraced(
-                names,
-                args.workload_options,
-                run_as=run_as,
-                duration_s=args.duration,
-                stop=stopper.event,
-            )
+            baseline = _run_untraced(start_targets, args.duration, stopper)
             if stopper.event.is_set():
                 return _stopped_early(stopper, "only the untraced run had started; no trace")
         extra: dict[str, Any] = {"workloads_asked": names}
@@ -545,6 +537,38 @@ def _wait_targets(
         stopper.event.wait(0.05)
 
 
+def _stop_targets(targets: list[Target]) -> dict[str, Any]:
+    """Stop the targets iotrace started; each one's own result (or its error)."""
+    for t in targets:
+        if t.own:
+            with contextlib.suppress(Exception):
+                t.stop()
+    results: dict[str, Any] = {}
+    for t in targets:
+        try:
+            results[t.label] = t.result()
+            t.close()
+        except Exception as exc:
+            results[t.label] = {"error": str(exc)}
+    return results
+
+
+def _run_untraced(
+    start_targets: Callable[[], list[Target]], duration: float | None, stopper: _Stop
+) -> dict[str, Any]:
+    """`run --overhead`'s first half: the very targets the traced run will have,
+    started, released and waited for the same way, with no probes loaded."""
+    targets: list[Target] = []
+    try:
+        targets = start_targets()
+        for t in targets:
+            t.release()
+        _wait_targets(targets, duration, stopper, None)
+    finally:
+        results = _stop_targets(targets)
+    return results
+
+
 def _finish(
     targets: list[Target],
     source: Any,
@@ -558,16 +582,7 @@ def _finish(
     results: dict[str, Any] = {}
     footer: dict[str, Any] = {"results": results}
     try:
-        for t in targets:
-            if t.own:
-                with contextlib.suppress(Exception):
-                    t.stop()
-        for t in targets:
-            try:
-                results[t.label] = t.result()
-                t.close()
-            except Exception as exc:
-                results[t.label] = {"error": str(exc)}
+        results.update(_stop_targets(targets))
         if source is not None:
             # Let the last records of the exiting targets land before the final drain.
             time.sleep(0.05)

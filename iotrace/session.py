@@ -411,6 +411,10 @@ class ChunkTally:
     """What a trace holds, counted chunk by chunk without keeping its records."""
 
     events: int = 0
+    kinds: dict[int, int] = field(default_factory=dict)
+    """Records per events.Kind."""
+    lost_in_records: int = 0
+    """Records the LOST records say were dropped."""
     stats: dict[str, Any] = field(default_factory=dict)
     footer: dict[str, Any] | None = None
     damage: str = ""
@@ -420,17 +424,14 @@ def tally(path: Path | str) -> ChunkTally:
     """Count a trace's records and read its counters in bounded memory
     (a ten-minute trace does not fit in memory as records)."""
     t = ChunkTally()
-    _, _, chunks = iter_chunks(Path(path))
-    for tag, value in chunks:
-        if tag == b"EVTS":
-            t.events += len(value)
-        elif tag == b"STAT":
-            t.stats = value
-        elif tag == b"END.":
-            t.footer = value
-            t.stats = value.get("stats", t.stats)
-        elif tag == b"DMG!":
-            t.damage = value
+    stream = TraceStream(path)
+    for evs in stream.events():
+        kinds, counts = np.unique(evs["kind"], return_counts=True)
+        for k, n in zip(kinds.tolist(), counts.tolist(), strict=True):
+            t.kinds[k] = t.kinds.get(k, 0) + n
+        t.lost_in_records += int(evs["size"][evs["kind"] == events.Kind.LOST].sum())
+    t.events = stream.records
+    t.stats, t.footer, t.damage = stream.stats, stream.footer, stream.damage
     return t
 
 

@@ -275,10 +275,8 @@ class LiveSource:
         self._write("write_events", batch)
 
     def _write(self, method: str, value: Any) -> None:
-        if self._writes is not None:
-            self._writes.put(method, value)
-        else:  # not started: nothing runs concurrently
-            getattr(self._writer, method)(value)
+        assert self._writes is not None  # made first thing on the drain thread
+        self._writes.put(method, value)
 
     def _check_counters(self, now_ns: int, *, force: bool) -> np.ndarray | None:
         """LOST records for ring-buffer reserves that failed since the last look,
