@@ -42,14 +42,8 @@ from iotrace.source import Batch, ReplaySource
 SIZE = (160, 48)
 THREADS = 6
 """Threads per workload: 24 lanes fill a 160x48 timeline, as a real `iotrace run` does."""
-EVENTS_PER_SECOND = 54_000
-"""What make_trace(scale=1) produces per second of trace."""
 LIVE_WINDOW_S = 3.0
 STALL_S = 0.5
-
-
-def _duration_for(n_events: int) -> float:
-    return max(n_events / EVENTS_PER_SECOND, 1.0)
 
 
 def _load() -> str:
@@ -262,7 +256,7 @@ async def live(app: DashboardApp, src: PacedSource, pilot: Any) -> dict[str, flo
     t_catch = await _wait(lambda: agg.events >= src.released() - 600, timeout=10)
     dash.tick = tick  # type: ignore[method-assign]
     print(
-        f"  following live at {EVENTS_PER_SECOND / 1e3:.0f}k events/s, "
+        f"  following live at {synthetic.EVENTS_PER_SECOND / 1e3:.0f}k events/s, "
         f"{src.preloaded / 1e6:.1f} M recorded: {fps:.1f} frames/s redrawn over "
         f"{LIVE_WINDOW_S:.0f} s (target >= 10), each frame's tick median "
         f"{statistics.median(m for m, _ in ms):.1f} ms, max {max(ms)[0]:.1f} ms "
@@ -279,7 +273,7 @@ async def live(app: DashboardApp, src: PacedSource, pilot: Any) -> dict[str, flo
 
 async def frame_time(n_events: int, repeat: int, threads: int) -> dict[str, Any]:
     trace = synthetic.make_trace(
-        _duration_for(n_events) + LIVE_WINDOW_S + STALL_S + 2, threads=threads
+        synthetic.duration_for(n_events) + LIVE_WINDOW_S + STALL_S + 2, threads=threads
     )
     src = PacedSource(trace, n_events)
     app = make_app(src, clock=lambda: trace.t1_ns)
@@ -358,7 +352,7 @@ async def first_frame(n_events: int, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.trace"
         t = time.perf_counter()
-        trace = synthetic.make_trace(_duration_for(n_events), threads=threads)
+        trace = synthetic.make_trace(synthetic.duration_for(n_events), threads=threads)
         synthetic.write_trace(path, trace)
         n = len(trace.events)
         del trace

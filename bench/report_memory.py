@@ -35,8 +35,6 @@ from iotrace.tui import synthetic
 from iotrace.events import SYSCALL_BY_NAME, Kind
 from iotrace.session import EVENT_DTYPE, TraceWriter
 
-EVENTS_PER_SECOND = 54_000
-"""What synthetic.make_trace produces per second of trace."""
 SEGMENT_S = 20.0
 """Traces are generated and written this many seconds at a time, so a 10 M-record
 trace never sits in this process's memory either."""
@@ -87,7 +85,7 @@ def write_storm(path: Path, n_events: int) -> int:
 
 def write_trace(path: Path, n_events: int) -> int:
     """A synthetic trace of about `n_events` records, written segment by segment."""
-    seconds = max(n_events / EVENTS_PER_SECOND, 1.0)
+    seconds = synthetic.duration_for(n_events)
     written = 0
     with TraceWriter(path, synthetic.make_trace(0.001).meta, force=True) as w:
         w.write_tasks(list(synthetic.TASKS))

@@ -153,6 +153,15 @@ class SyntheticTrace:
     t1_ns: int
 
 
+EVENTS_PER_SECOND = 54_000
+"""What make_trace(scale=1) produces per second of trace, whatever `threads`."""
+
+
+def duration_for(n_events: int) -> float:
+    """Seconds of make_trace(scale=1) that hold about `n_events` records (at least 1)."""
+    return max(n_events / EVENTS_PER_SECOND, 1.0)
+
+
 def make_trace(
     duration_s: float = 4.0,
     *,

@@ -46,7 +46,8 @@ syscall.argtypes = [ctypes.c_long] * 7
 # c_longs) and masks it to 32 bits, so ints only for small non-negative values
 # (fds, counts, flags, 0 for NULL); pointers and Linux AIO contexts go in as
 # ctypes objects made once (c_void_p, c_ulong), which are passed as they are.
-syscall_ints = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syscall
+# (Indexing the library makes a second function object; attribute access is cached.)
+syscall_ints = _libc["syscall"]
 syscall_ints.restype = ctypes.c_long
 
 pread = _libc.pread
