@@ -93,8 +93,6 @@ class Target:
     info: dict[str, Any] = field(default_factory=dict)
     own: bool = True
     """True when iotrace started it (and so stops it at the end)."""
-    runs_for_duration: bool = False
-    """True when it was told -d and ends by itself when that is up (workloads)."""
 
 
 class _Stop:
@@ -228,7 +226,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                         result=w.result,
                         close=w.close,
                         info={"name": spec.name, "model": spec.model, "api": spec.api},
-                        runs_for_duration=args.duration is not None,
                     )
                 )
             if not targets and not stopper.event.is_set():
@@ -513,19 +510,11 @@ def _end_live_view(
     source.stop()
 
 
-WORKLOAD_WRAP_UP_S = 5.0
-"""Workloads are given -d as their own runtime and end by themselves, then report
-what they measured; stopping them at the same instant raced their wrap-up (libaio's
-io_destroy waits for requests in flight) and lost their results."""
-
-
 def _wait_targets(
     targets: list[Target], duration: float | None, stopper: _Stop, source: Any
 ) -> None:
     """Until the targets end, the duration is up, a stop is asked for, or the
     recording failed (source.error)."""
-    if duration and targets and all(t.runs_for_duration for t in targets):
-        duration += WORKLOAD_WRAP_UP_S
     deadline = time.monotonic() + duration if duration else None
     while not stopper.event.is_set():
         if deadline is not None and time.monotonic() >= deadline:

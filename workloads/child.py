@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.write_line(fd, {"ready": True, "pids": pids, "fds": fds})
         _wait_release(ns.parent)
 
+    # engine.run stops on SIGTERM while it runs and ignores it once measuring is
+    # over; what it restores at its end is this, so the result is written whole.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         result = engine.run(
             ns.name, rest, home=os.environ.get("HOME"), progress_stream=None, on_ready=ready

@@ -232,6 +232,10 @@ def run(
             runner.run(ctx)
         except (Stopped, KeyboardInterrupt):
             stopped = True
+        # Measuring is over: a stop from now on (the tracer's -d ending at the same
+        # instant as --runtime) must not cut the wrap-up (libaio's io_destroy waits
+        # for requests in flight) and lose what was measured.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         elapsed = time.monotonic() - ctx.start
         cpu1 = cpu_seconds()
         ctx.progress.clear()
