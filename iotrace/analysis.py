@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 
-from iotrace import events, session
+from iotrace import events, runs, session
 from iotrace.classify import Activity, Label, classify
 from iotrace.events import SYSCALL_BY_OP, Flag, Kind
 from iotrace.session import Trace
@@ -402,6 +402,8 @@ def frames(trace: Trace) -> Frames:
     import pandas as pd
 
     ev = trace.events
+    if runs.has_runs(ev):
+        ev = np.concatenate(list(runs.expand(ev)))
     kinds = ev["kind"]
     sc = _syscall_frame(ev[kinds == int(Kind.SYSCALL)])
     reqs = pd.concat(
@@ -1011,6 +1013,11 @@ class _Builder:
 
     def __init__(self, *, timeline: bool = False) -> None:
         self.records = 0
+        """Records fed, runs counted as their calls (the timeline's sequence numbers)."""
+        self.file_records = 0
+        self.calls_from_runs = 0
+        """Calls that reached the trace folded in run records: their durations are
+        estimated from the runs' histograms (see runs.py)."""
         self.t_lo: int | None = None
         self.t_hi: int | None = None
         self.threads: dict[int, _Thread] = {}
@@ -1035,8 +1042,16 @@ class _Builder:
     # -- folding ------------------------------------------------------------
 
     def feed(self, ev: np.ndarray) -> None:
+        # A run record counts as its calls (runs.py), in bounded pieces.
+        self.file_records += len(ev)
+        for piece in runs.expand(ev):
+            self._feed(piece)
+
+    def _feed(self, ev: np.ndarray) -> None:
         if not len(ev):
             return
+        from_run = ev["flags"][ev["kind"] == int(Kind.SYSCALL)] & np.uint32(Flag.FROM_RUN)
+        self.calls_from_runs += int(np.count_nonzero(from_run))
         seq0 = self.records
         self.records += len(ev)
         for name in ("ts_ns", "end_ns", "kdone_ns"):
@@ -1601,7 +1616,8 @@ class _Builder:
             unmatched=_unmatched(trace.stats),
             evicted={**_counter_map(trace.stats, "evicted"), **_counter_map(trace.stats, "other")},
             write_error=str(trace.stats.get("write_error") or ""),
-            records=self.records,
+            records=self.file_records,
+            calls_from_runs=self.calls_from_runs,
             start_ns=start_ns,
             end_ns=self.t_hi or 0,
             timeline=self.pool.timeline() if self.pool is not None else None,
@@ -2028,6 +2044,9 @@ class Analysis:
     write_error: str = ""
     """Why the recorder stopped writing early ("" when it did not)."""
     records: int = 0
+    calls_from_runs: int = 0
+    """Calls the kernel folded into run records: counted exactly, but their own
+    durations (and so percentiles over them) are estimated from the runs' histograms."""
     start_ns: int = 0
     """The first time any record carries (CLOCK_MONOTONIC ns); 0 without records."""
     end_ns: int = 0

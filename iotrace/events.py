@@ -19,7 +19,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-SCHEMA_VERSION: Final = (1, 0)
+SCHEMA_VERSION: Final = (2, 0)
 """Major.minor of the record layout and trace file; a reader refuses a newer major."""
 
 
@@ -40,6 +40,9 @@ class Kind(enum.IntEnum):
     """Records dropped between ts and end (size = how many, op = probe id)."""
     POSIX_AIO_REQUEST = 7
     """One POSIX AIO request timed by uprobes from aio_read/aio_write to aio_return."""
+    SYSCALL_RUN = 8
+    """`offset` consecutive calls of one thread with one syscall, fd and result class,
+    folded in the kernel into one record (see `RUN_FIELDS`; `runs.py` reads them)."""
 
 
 class TaskOp(enum.IntEnum):
@@ -61,6 +64,12 @@ class Flag(enum.IntFlag):
     """The exit was seen without its enter (tracing started mid-call)."""
     INLINE = 8
     """io_uring: completed inline during submission (no wait)."""
+    PRESSURE = 16
+    """SYSCALL_RUN: (also) folded because the ring buffer was filling up; without it
+    the run holds only EAGAIN retries or multiplexer calls that found nothing ready."""
+    FROM_RUN = 32
+    """A call laid out from a SYSCALL_RUN record by `runs.expand` (never in a file):
+    its count and the run's sums are exact, its own timing is estimated."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,28 @@ EVENT_FIELDS: Final[tuple[Field, ...]] = (
     Field("op", "__u16", "<u2", "syscall op (SYSCALLS), request opcode, TaskOp or probe id"),
     Field("flags", "__u32", "<u4", "Flag bits"),
 )
+
+# What the fields of a SYSCALL_RUN record hold (tracer/bpf/iotrace.h says the same).
+RUN_FIELDS: Final = {
+    "ts_ns": "the first call's enter",
+    "end_ns": "the last call's exit",
+    "kdone_ns": "summed durations of the calls (ns)",
+    "off_cpu_ns": "summed off-CPU time inside the calls",
+    "runq_ns": "summed runnable (waiting for a CPU) time inside the calls",
+    "ret": "summed results (bytes, ready counts) when >= 0, else the errno every call failed with",
+    "size": "summed sizes asked",
+    "offset": "number of calls",
+    "key": "shortest call (low 32 bits) and longest call (high 32 bits), ns",
+    "user_data": "histogram: byte i counts calls with floor(log2(ns)) == base + i",
+    "flags": "base in bits 8-15; Flag.PRESSURE",
+}
+RUN_MAX_CALLS: Final = 255
+"""Calls one run record holds at most (its histogram buckets are single bytes)."""
+RUN_MAX_CALL_NS: Final = 65_536
+"""Only calls shorter than this fold: a storm is made of short calls, and a long wait
+(a poll that timed out after a second) keeps a record of its own."""
+RUN_BASE_SHIFT: Final = 8
+RUN_BUCKETS: Final = 8
 
 _SIZES: Final = {"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4, "__u16": 2, "__u8": 1}
 EVENT_SIZE: Final = sum(_SIZES[f.ctype] for f in EVENT_FIELDS)

@@ -195,6 +195,12 @@ def render_text(a: Analysis, width: int = 80) -> str:
         f"{len(a.processes)} processes, {nthreads} threads, {a.duration_ns / 1e9:.2f} s, "
         f"{a.records:,} records, kernel {tr.meta.get('kernel', '?')}, {state}",
     ]
+    if a.calls_from_runs:
+        head.append(
+            f"{a.calls_from_runs:,} calls were folded in the kernel into run records "
+            "(EAGAIN retries, empty waits, repeats under load): counted exactly, their "
+            "durations and percentiles over them estimated from log2 histograms"
+        )
     cmd = tr.meta.get("command")
     if isinstance(cmd, list):
         cmd = " ".join(str(c) for c in cmd)
@@ -272,6 +278,7 @@ def report_json(a: Analysis) -> dict[str, Any]:
             "kernel": tr.meta.get("kernel"),
             "command": tr.meta.get("command"),
             "records": a.records,
+            "calls_from_runs": a.calls_from_runs,
             "start_ns": a.start_ns,
             "duration_s": round(a.duration_ns / 1e9, 6),
         },

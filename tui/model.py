@@ -25,6 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from iotrace import classify as classify_mod
+from iotrace import runs
 from iotrace.events import (
     EAGAIN,
     EVENT_SIZE,
@@ -525,6 +526,11 @@ class Aggregator:
         self.now_ns = max(self.now_ns, int(batch.now_ns or 0))
 
     def _ingest_events(self, ev: np.ndarray) -> None:
+        # A run record counts as its calls (runs.py), in bounded pieces.
+        for piece in runs.expand(ev):
+            self._ingest_piece(piece)
+
+    def _ingest_piece(self, ev: np.ndarray) -> None:
         kinds = ev["kind"]
         task_ev = ev[kinds == Kind.TASK]
         for r in task_ev:

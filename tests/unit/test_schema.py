@@ -73,3 +73,14 @@ def test_syscall_ops_are_unique_and_fit_the_counter_arrays():
     assert max(ops) < events.MAX_PROBES
     assert all(p < events.MAX_PROBES for p in events.PROBE_NAMES)
     assert not set(ops) & set(events.PROBE_NAMES)
+
+
+def test_run_record_constants_match():
+    assert _c_defines("IOT_RUN_BASE_SHIFT")["IOT_RUN_BASE_SHIFT"] == events.RUN_BASE_SHIFT
+    # the histogram's one-byte buckets cannot carry over within a run
+    assert events.RUN_MAX_CALLS <= 255
+    assert events.RUN_BUCKETS * 8 == 64
+    common = resources.files("iotrace.tracer").joinpath("bpf", "common.bpf.c").read_text()
+    # bpf_ringbuf_query names the ring by fake fd -1: it must be the first map declared
+    first_map = re.search(r"^BPF_\w+\((\w+)", common, re.M)
+    assert first_map and first_map.group(1) == "events"

@@ -8,6 +8,36 @@
  * program.py prepends iotrace.h and the IOT_* configuration defines.
  */
 
+/* Consecutive calls of one thread with one signature (syscall, fd, result
+ * class), folded into one SYSCALL_RUN record (layout in iotrace.h) instead of
+ * one record each. EAGAIN retries and multiplexer calls that found nothing
+ * ready are always folded; any other repeat only while the ring buffer is
+ * filling up. The count is exact; per-call durations survive as min, max, sum
+ * and a log2 histogram. A run is emitted when a call of another signature
+ * comes, when it reaches IOT_RUN_MAX_CALLS or IOT_RUN_MAX_SPAN_NS, when the
+ * thread is switched out, and when it exits; user space reads what is left
+ * of live threads at the end (bcc_source.pending_runs). */
+struct iot_run {
+    __u64 first_ns;     /* the first call's enter; 0 = no run pending */
+    __u64 last_ns;      /* the last call's exit */
+    __u64 dur_ns;       /* summed durations */
+    __u64 off_cpu_ns;
+    __u64 runq_ns;
+    __s64 ret;          /* summed results (>= 0), or the errno all calls failed with */
+    __s64 fd;
+    __u64 size;         /* summed sizes asked */
+    __u64 offset;       /* the first call's (a run of one is emitted as a plain call) */
+    __u32 count;
+    __u32 min_ns;
+    __u32 max_ns;
+    __u16 op;
+    __u8 base;          /* hist[i] counts calls with floor(log2(ns)) == base + i
+                           (hist[0] and hist[7] also take what is below / above) */
+    __u8 pressure;      /* folded (also) because the ring was filling up */
+    __u64 hist;         /* 8 one-byte buckets, byte i = bucket i: a run holds at most
+                           IOT_RUN_MAX_CALLS (255) calls, so a byte never carries over */
+};
+
 /* Per-call state lives in task-local storage: the enter/exit hot path then
  * costs no hash lookup. Only traced threads ever get an entry. */
 struct iot_call {
@@ -16,8 +46,14 @@ struct iot_call {
     __u64 size;
     __u64 offset;
     __u64 uptr;         /* user pointer kept from enter (iocb array, io_event array) */
+    __u64 id;           /* pid_tgid of the task, kept from its first call */
     __u32 op;
     __u32 went_off;     /* switched out during this call: see iot_thread */
+    __s64 last_fd;      /* signature of the thread's previous call: a repeat of it */
+    __s64 last_cls;     /* may be folded under ring pressure */
+    __u32 last_op;
+    __u32 pad;
+    struct iot_run run;
 };
 
 /* Scheduler state of a traced thread, keyed by tid, because sched_switch and
@@ -53,14 +89,25 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_N              16
 BPF_PERCPU_ARRAY(counters, __u64, IOT_C_N);
 
-static __always_inline void iot_lost(__u32 probe) {
+static __always_inline void iot_lost_n(__u32 probe, __u64 n) {
     __u64 *v = lost.lookup(&probe);
-    if (v) *v += 1;
+    if (v) *v += n;
+}
+
+static __always_inline void iot_lost(__u32 probe) {
+    iot_lost_n(probe, 1);
 }
 
 static __always_inline void iot_counter(__u32 idx) {
     __u64 *v = counters.lookup(&idx);
     if (v) *v += 1;
+}
+
+/* Multiplexer syscalls (events.SYSCALLS family "mux"), as a bit mask of ops. */
+static __always_inline int iot_is_mux(__u32 op) {
+    if (op < 64)
+        return (IOT_MUX_OPS_LO >> op) & 1;
+    return op < 128 && ((IOT_MUX_OPS_HI >> (op - 64)) & 1);
 }
 
 static __always_inline int iot_traced(__u32 tgid) {
@@ -82,6 +129,55 @@ static __always_inline void iot_submit(struct iotrace_event *e) {
     /* No wakeup: user space drains on a timer, which cuts the cost per event
      * roughly threefold (DESIGN.md). */
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+/* Bytes in the ring not yet consumed are over the mark where repeats fold.
+ * bcc has no method for bpf_ringbuf_query: the ring is the program's first
+ * map, so its (fake, patched at load) fd is -1; were it another map the
+ * verifier would refuse the program at load, never let it pass silently. */
+static __always_inline int iot_ring_pressed(void) {
+    return bpf_ringbuf_query((void *)bpf_pseudo_fd(1, -1), BPF_RB_AVAIL_DATA) >
+           IOT_PRESSURE_BYTES;
+}
+
+/* Emit the pending run, if any: a plain SYSCALL record when it holds one call,
+ * else a SYSCALL_RUN record. */
+static __always_inline void iot_run_flush(struct iot_run *r, __u64 id) {
+    if (!r->first_ns)
+        return;
+    struct iotrace_event *e = events.ringbuf_reserve(sizeof(struct iotrace_event));
+    if (!e) {
+        iot_lost_n(r->op, r->count);  /* lost counts calls, not records */
+        r->first_ns = 0;
+        return;
+    }
+    e->ts_ns = r->first_ns;
+    e->end_ns = r->last_ns;
+    e->off_cpu_ns = r->off_cpu_ns;
+    e->runq_ns = r->runq_ns;
+    e->ret = r->ret;
+    e->fd = r->fd;
+    e->size = r->size;
+    e->pid = id >> 32;
+    e->tid = (__u32)id;
+    e->op = r->op;
+    if (r->count == 1) {
+        e->kdone_ns = 0;
+        e->offset = r->offset;
+        e->key = 0;
+        e->user_data = 0;
+        e->kind = IOT_KIND_SYSCALL;
+        e->flags = 0;
+    } else {
+        e->kdone_ns = r->dur_ns;
+        e->offset = r->count;
+        e->key = (__u64)r->min_ns | ((__u64)r->max_ns << 32);
+        e->user_data = r->hist;
+        e->kind = IOT_KIND_SYSCALL_RUN;
+        e->flags = ((__u32)r->base << IOT_RUN_BASE_SHIFT) | (r->pressure ? IOT_F_PRESSURE : 0);
+    }
+    r->first_ns = 0;
+    iot_submit(e);
 }
 
 /* The current thread's call state; created (when `create`) only for traced
@@ -123,9 +219,13 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         /* low byte 0 = TASK_RUNNING: preempted, not asleep */
         p->preempted = (args->prev_state & 0xff) == 0;
         p->op = 0;
-        if (c && c->enter_ns) {
-            p->op = c->op;
-            c->went_off = 1;
+        if (c) {
+            if (c->enter_ns) {
+                p->op = c->op;
+                c->went_off = 1;
+            }
+            /* a thread off CPU makes no calls: what it folded so far is done */
+            iot_run_flush(&c->run, c->id);
         }
     }
     struct iot_thread *n = next ? threads.lookup(&next) : NULL;
@@ -219,6 +319,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     __u64 id = bpf_get_current_pid_tgid();
     if (!iot_traced(id >> 32))
         return 0;
+    /* a thread that execs takes the group leader's pid */
+    struct iot_call *c = iot_call_get(0);
+    if (c)
+        c->id = id;
     iot_task_event(id >> 32, (__u32)id, IOT_TASK_EXEC, -1);
     return 0;
 }
@@ -235,6 +339,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         __u64 *v = unmatched_enter.lookup(&op);
         if (v) *v += 1;
     }
+    if (c)
+        iot_run_flush(&c->run, id);
     /* task storage goes with the task; the tid-keyed state must be freed */
     threads.delete(&tid);
     iot_task_event(tgid, tid, IOT_TASK_EXIT, -1);

@@ -33,6 +33,17 @@ struct iotrace_event {
 #define IOT_KIND_TASK               5
 #define IOT_KIND_LOST               6
 #define IOT_KIND_POSIX_AIO_REQUEST  7
+/* SYSCALL_RUN: `offset` consecutive calls of one thread with one syscall, fd
+ * and result class, folded into one record (common.bpf.c struct iot_run):
+ *   ts_ns, end_ns   first call's enter, last call's exit
+ *   kdone_ns        summed durations       off_cpu_ns, runq_ns  summed
+ *   ret             summed results (>= 0), or the errno every call failed with
+ *   size            summed sizes asked     offset               number of calls
+ *   key             min duration (low 32 bits) | max duration (high 32), ns
+ *   user_data       8 one-byte buckets: byte i counts calls with
+ *                   floor(log2(ns)) == base + i (byte 0 / 7 also below / above)
+ *   flags           base in bits 8-15 (IOT_RUN_BASE_SHIFT); IOT_F_PRESSURE */
+#define IOT_KIND_SYSCALL_RUN        8
 
 #define IOT_TASK_FORK    1
 #define IOT_TASK_THREAD  2
@@ -43,6 +54,9 @@ struct iotrace_event {
 #define IOT_F_NOT_OBSERVED  2
 #define IOT_F_ENTER_MISSED  4
 #define IOT_F_INLINE        8
+#define IOT_F_PRESSURE      16  /* run: repeats folded because the ring was filling */
+#define IOT_F_FROM_RUN      32  /* user space only: a call laid out from a run (runs.py) */
+#define IOT_RUN_BASE_SHIFT  8
 
 #define IOT_PROBE_SCHED      100
 #define IOT_PROBE_TASK       101
