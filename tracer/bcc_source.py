@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import os
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any
 from iotrace.tracer import kheaders, program
 
 from iotrace.errors import BpfError
-from iotrace.events import MAX_PROBES, probe_name
+from iotrace.events import MAX_PROBES, RUN_BASE_SHIFT, Flag, Kind, probe_name
 
 # Index of each slot in the BPF `counters` array (common.bpf.c IOT_C_*).
 COUNTER_NAMES = (
@@ -34,6 +35,9 @@ COUNTER_NAMES = (
     "uring_completed_without_submit",
     "posix_aio_map_full",
 )
+
+_PIDFD_THREAD = os.O_EXCL
+"""pidfd_open flag for a pidfd of one thread (Linux 6.9): task storage is per thread."""
 
 # glibc symbol -> BPF function; aio_read64 & co. are aliases at the same address.
 POSIX_AIO_UPROBES = (
@@ -221,6 +225,76 @@ class BpfProgram:
             }
             for k, v in self._table_items("uring_inflight")
         ]
+
+    def detach(self) -> None:
+        """Detach every probe but keep the maps: what they still hold (requests in
+        flight, runs not yet emitted) is then final and can be read."""
+        bpf = getattr(self, "_bpf", None)
+        if bpf is None:
+            return
+        with contextlib.suppress(Exception):
+            for name in list(bpf.uprobe_fds):
+                bpf.detach_uprobe_event(name)
+            for tp in list(bpf.tracepoint_fds):
+                bpf.detach_tracepoint(tp)
+
+    def pending_runs(self, tids: Iterable[tuple[int, int]]) -> tuple[list[dict[str, int]], int]:
+        """Runs that live threads (pid, tid) had folded but not emitted, as the
+        records iot_run_flush would have made, and how many threads could not be
+        asked (gone meanwhile, or no thread pidfds on this kernel). Call after
+        detach(), so that no run changes while it is read."""
+        from bcc import lib  # the module is imported already; only the name is new
+
+        fd = lib.bpf_table_fd(self._bpf.module, b"calls")
+        leaf_desc = lib.bpf_table_leaf_desc(self._bpf.module, b"calls")
+        if fd < 0 or not leaf_desc:
+            return [], 0
+        leaf_t = self._bpf._decode_table_type(json.loads(leaf_desc))
+        value = leaf_t()
+        out: list[dict[str, int]] = []
+        unasked = 0
+        for pid, tid in tids:
+            try:
+                pidfd = os.pidfd_open(tid, _PIDFD_THREAD if tid != pid else 0)
+            except ProcessLookupError:
+                continue  # exited: its run was emitted at its exit
+            except OSError:
+                unasked += 1
+                continue
+            try:
+                key = ctypes.c_int(pidfd)
+                if lib.bpf_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) != 0:
+                    continue  # the thread never made a traced call
+            finally:
+                os.close(pidfd)
+            r = value.run
+            if not r.first_ns:
+                continue
+            row = {
+                "ts_ns": int(r.first_ns),
+                "end_ns": int(r.last_ns),
+                "off_cpu_ns": int(r.off_cpu_ns),
+                "runq_ns": int(r.runq_ns),
+                "ret": int(r.ret),
+                "fd": int(r.fd),
+                "size": int(r.size),
+                "pid": int(value.id) >> 32,
+                "tid": int(value.id) & 0xFFFFFFFF,
+                "op": int(r.op),
+            }
+            if r.count == 1:
+                row.update(kind=int(Kind.SYSCALL), offset=int(r.offset))
+            else:
+                row.update(
+                    kind=int(Kind.SYSCALL_RUN),
+                    kdone_ns=int(r.dur_ns),
+                    offset=int(r.count),
+                    key=int(r.min_ns) | int(r.max_ns) << 32,
+                    user_data=int(r.hist),
+                    flags=int(r.base) << RUN_BASE_SHIFT | (int(Flag.PRESSURE) if r.pressure else 0),
+                )
+            out.append(row)
+        return out, unasked
 
     def close(self) -> None:
         """Detach every probe and free the maps."""

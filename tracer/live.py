@@ -127,6 +127,9 @@ class LiveSource:
         self._drain_only_cpu_s = 0.0
         self._writes: _FileWrites | None = None
         self.lost_total = 0
+        self.runs_unread = 0
+        self._final_counters: Counters | None = None
+        """Threads whose pending run could not be read at the end (gone meanwhile)."""
         self.error: str = ""
         self._rate_window: list[tuple[float, int]] = []
         self.events_by_pid: dict[int, int] = {}
@@ -200,6 +203,13 @@ class LiveSource:
                 if self._write_error():
                     self.error = self._write_error()
                     break
+            # The counters as the recording ends, then the probes off: the ring, the
+            # requests in flight and the runs not yet emitted are then final, and none
+            # can be read twice or missed. (Detaching takes a while, one probe after
+            # another, and a running program's exits without their enters meanwhile
+            # are not the program's doing: they are not counted.)
+            self._final_counters = self._prog.counters()
+            self._prog.detach()
             self._drain_once(final=True)
         except Exception as exc:  # surfaced to the user by the recorder
             self.error = f"the drain thread failed: {exc!r}"
@@ -233,6 +243,7 @@ class LiveSource:
             parts.append(lost_rows)
         if final:
             parts.append(self._not_observed(now_ns))
+            parts.append(self._pending_runs())
         if not parts:
             return
         batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -283,7 +294,7 @@ class LiveSource:
         dated to the interval they happened in, so a gap is never drawn idle."""
         if not force and now_ns - self._last_counter_ns < COUNTER_INTERVAL_S * 1e9:
             return None
-        c = self._prog.counters()
+        c = self._final_counters if force and self._final_counters else self._prog.counters()
         rows = []
         for name, total in c.lost.items():
             delta = total - self._last_counters.lost.get(name, 0)
@@ -303,6 +314,17 @@ class LiveSource:
             out[i]["kind"] = Kind.LOST
             out[i]["op"] = _probe_id(name)
             out[i]["fd"] = -1
+        return out
+
+    def _pending_runs(self) -> np.ndarray:
+        """Calls that live threads had folded into runs not yet emitted (a thread
+        spinning on CPU at the end): records, so every call is counted."""
+        tids = [(t.pid, t.tid) for t in self.registry.all()]
+        rows, self.runs_unread = self._prog.pending_runs(tids)
+        out = np.zeros(len(rows), dtype=EVENT_DTYPE)
+        for i, row in enumerate(rows):
+            for name, value in row.items():
+                out[i][name] = value
         return out
 
     def _not_observed(self, now_ns: int) -> np.ndarray:
