@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iotrace import events, session
+from iotrace import events, runs, session
 
 PROGS = Path(__file__).with_name("progs")
 needs_root = pytest.mark.skipif(
@@ -50,7 +50,10 @@ def compile_prog(name: str, out_dir: Path, *libs: str, where: Path = PROGS) -> P
 
 
 def syscalls(trace: session.Trace, pid: int | None = None) -> np.ndarray:
+    """Every call, those the kernel folded into run records included (as their calls)."""
     e = trace.events
+    if runs.has_runs(e):
+        e = np.concatenate(list(runs.expand(e)))
     sel = e["kind"] == events.Kind.SYSCALL
     if pid is not None:
         sel &= e["pid"] == pid
