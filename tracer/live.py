@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,37 @@ WRITES_QUEUED = 16
 waits, the ring fills and what is dropped is counted, as for any slow drain."""
 
 
+BUFFER_RECORDS = 1 << 17
+"""Records per drain buffer (13.6 MB): the unit handed to the file thread."""
+POOL_KEEP = 8
+
+
+class _Buffers:
+    """Record arrays reused from one write to the next. A fresh array costs a page
+    fault per 4 KiB on first touch (here ~2 ms per MB: more than copying into it),
+    so the drain copies out of the ring only into memory it has used before; the
+    file thread gives each array back once its records are compressed."""
+
+    def __init__(self, records: int = BUFFER_RECORDS, keep: int = POOL_KEEP) -> None:
+        self.records = records
+        self._keep = keep
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self.made = 0
+
+    def take(self) -> np.ndarray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        self.made += 1
+        return np.zeros(self.records, dtype=EVENT_DTYPE)
+
+    def give(self, arr: np.ndarray) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(arr)
+
+
 class _FileWrites:
     """The trace file's writes, done in order on their own thread.
 
@@ -59,15 +90,18 @@ class _FileWrites:
 
     def __init__(self, writer: TraceWriter) -> None:
         self._writer = writer
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(WRITES_QUEUED)
+        self._queue: queue.Queue[tuple[str, Any, Callable[[], None] | None] | None] = queue.Queue(
+            WRITES_QUEUED
+        )
         self.cpu_s = 0.0
         self.error = ""
         self._thread = threading.Thread(target=self._run, name="iotrace-writer", daemon=True)
         self._thread.start()
 
-    def put(self, method: str, value: Any) -> None:
-        """Queue writer.<method>(value): write_events, write_tasks or write_stats."""
-        self._queue.put((method, value))
+    def put(self, method: str, value: Any, done: Callable[[], None] | None = None) -> None:
+        """Queue writer.<method>(value): write_events, write_tasks or write_stats;
+        `done` runs once it is written (or skipped)."""
+        self._queue.put((method, value, done))
 
     def close(self) -> None:
         """Every queued write done, the thread gone."""
@@ -79,14 +113,16 @@ class _FileWrites:
             item = self._queue.get()
             if item is None:
                 return
-            if self.error or self._writer.error:
-                continue  # the file cannot grow; the recorder says why
-            method, value = item
+            method, value, done = item
             cpu0 = time.thread_time()
             try:
-                getattr(self._writer, method)(value)
+                if not (self.error or self._writer.error):  # else the recorder says why
+                    getattr(self._writer, method)(value)
             except Exception as exc:  # surfaced through LiveSource.error
                 self.error = f"writing the trace failed: {exc!r}"
+            finally:
+                if done is not None:
+                    done()
             self.cpu_s += time.thread_time() - cpu0
 
 
@@ -118,7 +154,10 @@ class LiveSource:
         self._stop = threading.Event()
         self._finished = False
         self._thread = threading.Thread(target=self._run, name="iotrace-drain", daemon=True)
-        self._pending: list[np.ndarray] = []
+        self._buffers = _Buffers()
+        self._buf = self._buffers.take()
+        self._fill = 0
+        """Records in _buf not yet handed to the file thread."""
         self._pending_since = 0.0
         self._last_counters = Counters({}, {}, {}, {})
         self._last_counter_ns = monotonic_ns()
@@ -230,25 +269,51 @@ class LiveSource:
             self._drain_only_cpu_s += time.thread_time() - cpu0
 
     def _drain_body(self, *, final: bool) -> None:
-        parts = []
-        while True:
-            part = self._reader.drain()
-            if len(part):
-                parts.append(part)
-            if len(part) < (1 << 20) or not final:
-                break
         now_ns = monotonic_ns()
+        got = 0
+        while True:
+            if self._fill == len(self._buf):
+                self._flush_pending()
+            n = self._reader.drain_into(self._buf[self._fill :])
+            if n:
+                self._took(self._buf[self._fill : self._fill + n], now_ns)
+                self._fill += n
+                got += n
+            # A live drain takes one buffer's worth at a time, so the stats, the
+            # counters and the file keep moving in a storm; the last one takes all.
+            if not n or (not final and got >= len(self._buf)):
+                break
+        extra = []
         lost_rows = self._check_counters(now_ns, force=final)
         if lost_rows is not None:
-            parts.append(lost_rows)
+            extra.append(lost_rows)
         if final:
-            parts.append(self._not_observed(now_ns))
-            parts.append(self._pending_runs())
-        if not parts:
-            return
-        batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if len(batch) == 0:
-            return
+            extra.append(self._not_observed(now_ns))
+            extra.append(self._pending_runs())
+        for rows in extra:
+            self._append(rows, now_ns)
+        mono = time.monotonic()
+        if self._fill and not self._pending_since:
+            self._pending_since = mono
+        if self._pending_since and mono - self._pending_since >= WRITE_INTERVAL_S:
+            self._flush_pending()
+        if mono - self._last_stats_write >= STATS_INTERVAL_S:
+            self._last_stats_write = mono
+            self._write("write_stats", self.stats)
+
+    def _append(self, rows: np.ndarray, now_ns: int) -> None:
+        """Records made here (LOST, NOT_OBSERVED, pending runs) go after the drained ones."""
+        while len(rows):
+            if self._fill == len(self._buf):
+                self._flush_pending()
+            part = rows[: len(self._buf) - self._fill]
+            self._buf[self._fill : self._fill + len(part)] = part
+            self._took(self._buf[self._fill : self._fill + len(part)], now_ns)
+            self._fill += len(part)
+            rows = rows[len(part) :]
+
+    def _took(self, batch: np.ndarray, now_ns: int) -> None:
+        """What every new record passes through: identities, counts, the consumer."""
         self.registry.observe(batch)
         self.events_total += len(batch)
         if self.events_by_pid:
@@ -260,34 +325,27 @@ class LiveSource:
             self._rate_window = self._rate_window[-200:]
         new_tasks = self.registry.take_new()
         if new_tasks:
+            # Queued now, so they reach the file before the records that name them.
             self._write("write_tasks", new_tasks)
-        self._pending.append(batch)
-        mono = time.monotonic()
-        if not self._pending_since:
-            self._pending_since = mono
-        if mono - self._pending_since >= WRITE_INTERVAL_S:
-            self._flush_pending()
-        if mono - self._last_stats_write >= STATS_INTERVAL_S:
-            self._last_stats_write = mono
-            self._write("write_stats", self.stats)
         if self._consumer:
             with self._cond:
                 self._queue.append(
-                    Batch(events=batch, tasks=new_tasks, stats=self.stats, now_ns=now_ns)
+                    Batch(events=batch.copy(), tasks=new_tasks, stats=self.stats, now_ns=now_ns)
                 )
                 self._cond.notify_all()
 
     def _flush_pending(self) -> None:
-        if not self._pending:
+        """Hand the buffer's records to the file thread; go on in another buffer."""
+        if not self._fill:
             return
-        batch = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending = []
+        buf, n = self._buf, self._fill
+        self._buf, self._fill = self._buffers.take(), 0
         self._pending_since = 0.0
-        self._write("write_events", batch)
+        self._write("write_events", buf[:n], lambda: self._buffers.give(buf))
 
-    def _write(self, method: str, value: Any) -> None:
+    def _write(self, method: str, value: Any, done: Callable[[], None] | None = None) -> None:
         assert self._writes is not None  # made first thing on the drain thread
-        self._writes.put(method, value)
+        self._writes.put(method, value, done)
 
     def _check_counters(self, now_ns: int, *, force: bool) -> np.ndarray | None:
         """LOST records for ring-buffer reserves that failed since the last look,

@@ -149,20 +149,22 @@ class TaskRegistry:
                 old = self.by_tid.pop(tid, None)
                 born = old.start_ns if old is not None and old.pid == pid else 0
             self.add(pid, tid, comm, ts, born)
-        off = kinds == Kind.OFF_CPU
-        if off.any():
-            tids = batch["tid"][off]
-            pids = np.array([self._pid_for(int(t)) for t in tids], dtype=np.uint32)
-            batch["pid"][off] = pids
-        # Threads that were running before tracing began show up first in a
-        # call record. np.unique on the tid column alone keeps this cheap.
-        other = ~off & (kinds != Kind.TASK)
-        if other.any():
-            tids = np.unique(batch["tid"][other])
-            unknown = [int(t) for t in tids if int(t) not in self.by_tid]
-            for tid in unknown:
-                row = int(np.flatnonzero(batch["tid"] == tid)[0])
-                self.add(int(batch["pid"][row]), tid)
+        # The kernel side names the process of OFF_CPU records; a record from an
+        # older program (pid 0) gets it from the tid here.
+        off = np.flatnonzero((kinds == Kind.OFF_CPU) & (batch["pid"] == 0))
+        if len(off):
+            tids, inverse = np.unique(batch["tid"][off], return_inverse=True)
+            pids = np.array([self._pid_for(int(t)) for t in tids.tolist()], dtype=np.uint32)
+            batch["pid"][off] = pids[inverse]
+        # Threads that were running before tracing began show up first in a call
+        # record. A batch holds long stretches of one thread: look only where the
+        # tid changes, so this costs one pass over the column, not a sort of it.
+        tid_col = batch["tid"]
+        firsts = np.r_[0, np.flatnonzero(tid_col[1:] != tid_col[:-1]) + 1]
+        seen, at = np.unique(tid_col[firsts], return_index=True)
+        for t, row in zip(seen.tolist(), firsts[at].tolist(), strict=True):
+            if t and t not in self.by_tid and kinds[row] != Kind.TASK:
+                self.add(int(batch["pid"][row]), t)
 
     def _pid_for(self, tid: int) -> int:
         pid = self.pid_of_tid.get(tid)

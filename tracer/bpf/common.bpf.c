@@ -66,6 +66,8 @@ struct iot_thread {
     __u64 wake_ns;      /* woken at, after out_ns; 0 if not woken yet */
     __u32 op;           /* the traced call it was switched out in; 0 = none */
     __u32 preempted;    /* switched out while runnable */
+    __u32 tgid;         /* its process: sched_switch names the incoming thread by tid only */
+    __u32 pad;
 };
 
 BPF_RINGBUF_OUTPUT(events, IOT_RINGBUF_PAGES);
@@ -196,7 +198,7 @@ static __always_inline struct iot_thread *iot_thread_get(__u64 pid_tgid) {
         return t;
     if (!iot_traced(pid_tgid >> 32))
         return NULL;
-    struct iot_thread zero = {};
+    struct iot_thread zero = {.tgid = pid_tgid >> 32};
     if (threads.insert(&tid, &zero) != 0) {
         iot_counter(IOT_C_THREADS_FULL);
         return NULL;
@@ -250,7 +252,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     e->off_cpu_ns = off;
     e->fd = -1;
     e->tid = next;
-    /* the tgid of next is not in the tracepoint; user space fills it from tid */
+    e->pid = n->tgid;
     e->kind = IOT_KIND_OFF_CPU;
     e->op = n->op;
     iot_submit(e);
