@@ -95,6 +95,12 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="how often the ring buffer is drained (default: 10)",
     )
+    p.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="a record for every call: do not fold EAGAIN retries, empty waits and "
+        "repeats under load into run records (a storm may then overflow the ring)",
+    )
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
 
 

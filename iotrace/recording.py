@@ -137,6 +137,7 @@ def _program_options(args: argparse.Namespace) -> Any:
         ringbuf_bytes=int(args.ringbuf_mb) << 20,
         page_size=os.sysconf("SC_PAGE_SIZE"),
         trace_all=bool(getattr(args, "all", False)),
+        fold=not getattr(args, "no_fold", False),
         self_tgid=os.getpid(),
         available=frozenset(available) if available else None,
     )
@@ -367,6 +368,8 @@ def _record(
                 "duration_s": args.duration,
                 "ringbuf_bytes": opts.ringbuf_bytes,
                 "trace_all": opts.trace_all,
+                "fold": opts.fold,
+                "fold_at_fill": opts.fold_at_fill,
             },
             "probes": {
                 "syscalls": [s.name for s in traced_syscalls(opts)],

@@ -35,7 +35,7 @@ from typing import IO, Any, Final
 
 import numpy as np
 
-from iotrace import events
+from iotrace import events, runs
 from iotrace.errors import OutputError, TraceFileError
 
 MAGIC: Final = b"IOTRACE\0"
@@ -414,6 +414,8 @@ class ChunkTally:
     events: int = 0
     kinds: dict[int, int] = field(default_factory=dict)
     """Records per events.Kind."""
+    calls: int = 0
+    """Syscalls the records stand for: one per SYSCALL record, the count of each run."""
     lost_in_records: int = 0
     """Records the LOST records say were dropped."""
     stats: dict[str, Any] = field(default_factory=dict)
@@ -431,6 +433,7 @@ def tally(path: Path | str) -> ChunkTally:
         for k, n in zip(kinds.tolist(), counts.tolist(), strict=True):
             t.kinds[k] = t.kinds.get(k, 0) + n
         t.lost_in_records += int(evs["size"][evs["kind"] == events.Kind.LOST].sum())
+        t.calls += runs.calls_in(evs)
     t.events = stream.records
     t.stats, t.footer, t.damage = stream.stats, stream.footer, stream.damage
     return t

@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,11 +233,21 @@ class BpfProgram:
         bpf = getattr(self, "_bpf", None)
         if bpf is None:
             return
-        with contextlib.suppress(Exception):
-            for name in list(bpf.uprobe_fds):
-                bpf.detach_uprobe_event(name)
-            for tp in list(bpf.tracepoint_fds):
-                bpf.detach_tracepoint(tp)
+        from bcc import lib
+
+        # Closing a probe's perf event waits for an RCU grace period (~35 ms here):
+        # one after another, 80 probes took 2.6 s at the end of every run. Closed
+        # side by side the waits overlap: 0.08 s. (ctypes calls drop the GIL.)
+        tracepoint_fds = list(bpf.tracepoint_fds.values())
+        uprobes = list(bpf.uprobe_fds)
+        jobs = [lambda fd=fd: lib.bpf_close_perf_event_fd(fd) for fd in tracepoint_fds]
+        jobs += [lambda name=name: bpf.detach_uprobe_event(name) for name in uprobes]
+        if jobs:
+            with ThreadPoolExecutor(min(len(jobs), 64), thread_name_prefix="iotrace-detach") as ex:
+                for f in [ex.submit(job) for job in jobs]:
+                    with contextlib.suppress(Exception):
+                        f.result()
+        bpf.tracepoint_fds.clear()
 
     def pending_runs(self, tids: Iterable[tuple[int, int]]) -> tuple[list[dict[str, int]], int]:
         """Runs that live threads (pid, tid) had folded but not emitted, as the
@@ -300,6 +311,7 @@ class BpfProgram:
         """Detach every probe and free the maps."""
         bpf = getattr(self, "_bpf", None)
         if bpf is not None:
+            self.detach()
             with contextlib.suppress(Exception):
                 bpf.cleanup()
             self._bpf = None

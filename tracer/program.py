@@ -96,6 +96,8 @@ class ProgramOptions:
     off_cpu_records: bool = True
     posix_aio_uprobes: bool = True
     """Time POSIX AIO requests with uprobes on libc (x86-64 glibc aiocb layout)."""
+    fold: bool = True
+    """Fold storms of identical calls into run records (common.bpf.c struct iot_run)."""
     fold_at_fill: float = 0.125
     """Ring fill (share of its size) above which any repeated call folds into a run."""
     run_max_span_ns: int = 20_000_000
@@ -190,6 +192,7 @@ def build(opts: ProgramOptions) -> str:
         "IOT_TRACE_ALL": int(opts.trace_all),
         "IOT_SELF_TGID": opts.self_tgid,
         "IOT_AIOCB_OFFSET_AT": 128,
+        "IOT_FOLD": int(opts.fold),
         "IOT_EAGAIN": events.EAGAIN,
         "IOT_MUX_OPS_LO": f"{_op_mask('mux', 0)}ULL",
         "IOT_MUX_OPS_HI": f"{_op_mask('mux', 64)}ULL",

@@ -57,7 +57,8 @@ def test_pid_is_traced_and_left_running(tmp_path):
 def test_ring_buffer_overflow_is_counted_and_reported(tmp_path, readloop):
     out = tmp_path / "lost.trace"
     proc = iotrace(
-        "trace", "--no-tui", "--ringbuf-mb", "1", "--drain-ms", "1000", "-o", str(out),
+        "trace", "--no-tui", "--no-fold", "--ringbuf-mb", "1", "--drain-ms", "1000",
+        "-o", str(out),
         "--", str(readloop), "-n", "600000",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

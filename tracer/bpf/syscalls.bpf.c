@@ -140,6 +140,7 @@ static __always_inline __u64 iot_run_bucket(struct iot_run *r, __u64 dur) {
 static __always_inline void iot_call_done(struct iot_call *c, __u32 op, long ret, __u64 now) {
     __u64 off = 0, runq = 0;
     iot_took_off(c, &off, &runq);
+#if IOT_FOLD
     __u64 dur = now - c->enter_ns;
     __s64 fd = (__s64)c->fd;
     __s64 cls = ret < 0 ? ret : (ret > 0);
@@ -192,6 +193,7 @@ static __always_inline void iot_call_done(struct iot_call *c, __u32 op, long ret
         r->hist = iot_run_bucket(r, dur);
         return;
     }
+#endif
     iot_emit_full(c, op, ret, now, off, runq);
 }
 
