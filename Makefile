@@ -7,9 +7,11 @@ TYPECHECK := build/typecheck
 
 check: lint typecheck test
 
-lint:
+lint: typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@cd $(TYPECHECK) && PYTHONPATH=. ../../$(VENV)/bin/lint-imports --no-cache \
+		--config ../../pyproject.toml > imports.log 2>&1; rc=$$?; sed -n '/^Contracts$$/,$$p' imports.log; exit $$rc
 
 # mypy cannot follow setuptools' package-dir mapping, so give it a link tree
 # shaped like the installed package.

@@ -84,3 +84,18 @@ def test_run_record_constants_match():
     # bpf_ringbuf_query names the ring by fake fd -1: it must be the first map declared
     first_map = re.search(r"^BPF_\w+\((\w+)", common, re.M)
     assert first_map and first_map.group(1) == "events"
+
+
+def test_bpf_counter_slots_match_their_names():
+    """IOT_C_* in common.bpf.c index the `counters` array that bcc_source names."""
+    from iotrace.tracer.bcc_source import COUNTER_NAMES
+
+    common = resources.files("iotrace.tracer").joinpath("bpf", "common.bpf.c").read_text()
+    slots = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^#define IOT_C_(\w+)\s+(\d+)", common, re.M)
+        if m.group(1) != "N"
+    }
+    assert sorted(slots.values()) == list(range(len(COUNTER_NAMES)))
+    n = int(re.search(r"^#define IOT_C_N\s+(\d+)", common, re.M).group(1))  # type: ignore[union-attr]
+    assert len(COUNTER_NAMES) <= n
