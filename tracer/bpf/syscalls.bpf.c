@@ -150,7 +150,7 @@ static __always_inline void iot_call_done(struct iot_call *c, __u32 op, long ret
     struct iot_run *r = &c->run;
     if (r->first_ns && short_call && r->op == op && r->fd == fd &&
         (r->ret < 0 ? r->ret : (r->ret > 0)) == cls && r->count < IOT_RUN_MAX_CALLS &&
-        now - r->first_ns < IOT_RUN_MAX_SPAN_NS && (idle || iot_ring_pressed())) {
+        now - r->first_ns < IOT_RUN_MAX_SPAN_NS && (idle || iot_pressed(c))) {
         r->last_ns = now;
         r->dur_ns += dur;
         r->off_cpu_ns += off;
@@ -172,7 +172,7 @@ static __always_inline void iot_call_done(struct iot_call *c, __u32 op, long ret
     c->last_op = op;
     c->last_fd = fd;
     c->last_cls = cls;
-    if (short_call && (idle || (repeat && iot_ring_pressed()))) {
+    if (short_call && (idle || (repeat && iot_pressed(c)))) {
         iot_run_flush(r, c->id);
         r->first_ns = c->enter_ns;
         r->last_ns = now;
