@@ -173,7 +173,7 @@ def test_real_perfetto_export_nests_and_pairs(fio_traces: dict[str, Path], tmp_p
         "export",
         str(fio_traces["io_uring" if "io_uring" in fio_traces else "libaio"]),
         "--format",
-        "perfetto",
+        "chrome-json",
         "-o",
         str(out),
     )

@@ -183,5 +183,5 @@ def test_a_trace_with_no_records_reports_and_exports(tmp_path: Path, capsys) -> 
     assert "no I/O system calls were recorded" in capsys.readouterr().out
     assert main(["report", str(path), "--json", "--html", str(tmp_path / "e.html")]) == 0
     assert json.loads(capsys.readouterr().out)["processes"] == []
-    for fmt in ("parquet", "csv", "jsonl", "perfetto"):
+    for fmt in ("parquet", "csv", "jsonl", "perfetto", "chrome-json"):
         assert main(["export", str(path), "--format", fmt, "-o", str(tmp_path / f"e.{fmt}")]) == 0
