@@ -261,6 +261,9 @@ class _Writer:
         self.lost_stack: list[int] = []
         self.stats = Written()
         self.ticks = 0
+        self.track_bytes: dict[int, bytes] = {}
+        self.in_kernel = _BEGIN + _T_NAME_IID + varint(self.name_iid("in kernel"))
+        self.awaiting = _BEGIN + _T_NAME_IID + varint(self.name_iid("awaiting reap"))
         self.call_kinds: dict[int, tuple[bytes, int, bool, bool]] = {}
         self.request_kinds: dict[tuple[int, int, int, bool], tuple[bytes, int]] = {}
         self.desc_seq = self._new_seq_id()
@@ -554,57 +557,71 @@ class _Writer:
     def drain(self, g: _Group, until: int | None) -> None:
         """Emit the group's queued request events that start before `until` (all when
         None), in time order."""
-        heap, seq = g.heap, g.seq
+        heap, seq, out = g.heap, g.seq, self.out
+        tracks = self.track_bytes
+        pop, push = heapq.heappop, heapq.heappush
+
+        def put(t: int, te: bytes, iid: int = 0) -> None:
+            last = seq.last
+            if t >= last >= 0 and (not iid or iid in seq.names):
+                d = t - last
+                n = len(te)
+                body = b"\x40" + (_VAR[d] if d < 0x4000 else varint(d)) + b"\x5a"
+                body += (_VAR[n] if n < 0x4000 else varint(n)) + te + seq.tail
+                out.packet(body)
+                seq.last = t
+            else:
+                self.emit(seq, t, te, iid)
+
         while heap and (until is None or heap[0][0] < until):
-            t, phase, _, req = heapq.heappop(heap)
+            t, phase, _, req = pop(heap)
             if phase == 0:  # begin: take the lowest free lane
                 if g.free:
-                    lane = heapq.heappop(g.free)
+                    lane = pop(g.free)
                 else:
                     lane = self._lane(g.pid, g.api)
+                    tracks[lane] = _T_TRACK + varint(lane)
                     g.lanes += 1
                 req[5] = lane
-                track = _T_TRACK + varint(lane)
+                track = tracks[lane]
                 g.depth += 1
-                te = req[3] + track + _T_COUNTER + varint(g.depth)
-                last = seq.last
-                if last >= 0 and t >= last and req[4] in seq.names and len(te) < 0x4000:
-                    d = t - last
-                    body = b"\x40" + (_VAR[d] if d < 0x4000 else varint(d)) + b"\x5a"
-                    body += _VAR[len(te)] + te + seq.tail
-                    self.out.packet(body)
-                    seq.last = t
-                else:
-                    self.emit(seq, t, te, req[4])
+                depth = g.depth
+                put(
+                    t,
+                    req[3]
+                    + track
+                    + _T_COUNTER
+                    + (_VAR[depth] if depth < 0x4000 else varint(depth)),
+                    req[4],
+                )
                 ts, done, kdone = req[0], req[1], req[2]
-                if kdone and ts <= kdone <= done and done > ts:
-                    kiid = self.name_iid("in kernel")
-                    self.emit(seq, t, _BEGIN + _T_NAME_IID + varint(kiid) + track, kiid)
-                    heapq.heappush(heap, (kdone, 1, self._tick(), req))
-                heapq.heappush(heap, (done, 3, self._tick(), req))
+                # Children only where the two parts differ: io_uring's raw records end
+                # at the kernel completion (their reap is inferred by the analysis).
+                if kdone and ts <= kdone < done:
+                    put(t, self.in_kernel + track, self.name_iid("in kernel"))
+                    self.ticks += 1
+                    push(heap, (kdone, 1, self.ticks, req))
+                self.ticks += 1
+                push(heap, (done, 3, self.ticks, req))
             elif phase == 1:  # kernel completion: "in kernel" ends, "awaiting reap" begins
-                track = _T_TRACK + varint(req[5])
-                self.emit(seq, t, _END + track)
-                aiid = self.name_iid("awaiting reap")
-                self.emit(seq, t, _BEGIN + _T_NAME_IID + varint(aiid) + track, aiid)
-                heapq.heappush(heap, (req[1], 2, self._tick(), req))
-            else:  # phase 2 ends "awaiting reap"; phase 3 ends the request
-                track = _T_TRACK + varint(req[5])
-                if phase == 3:
-                    g.depth -= 1
-                    te = _END + track + _T_COUNTER + varint(g.depth)
-                    last = seq.last
-                    if t >= last >= 0:
-                        d = t - last
-                        body = b"\x40" + (_VAR[d] if d < 0x4000 else varint(d)) + b"\x5a"
-                        body += _VAR[len(te)] + te + seq.tail
-                        self.out.packet(body)
-                        seq.last = t
-                    else:
-                        self.emit(seq, t, te)
-                    heapq.heappush(g.free, req[5])
-                else:
-                    self.emit(seq, t, _END + track)
+                track = tracks[req[5]]
+                put(t, _END + track)
+                put(t, self.awaiting + track, self.name_iid("awaiting reap"))
+                self.ticks += 1
+                push(heap, (req[1], 2, self.ticks, req))
+            elif phase == 2:  # "awaiting reap" ends
+                put(t, _END + tracks[req[5]])
+            else:  # the request ends
+                g.depth -= 1
+                depth = g.depth
+                put(
+                    t,
+                    _END
+                    + tracks[req[5]]
+                    + _T_COUNTER
+                    + (_VAR[depth] if depth < 0x4000 else varint(depth)),
+                )
+                push(g.free, req[5])
 
     # --- lost records ----------------------------------------------------------------
 
