@@ -434,6 +434,7 @@
     de.setAttribute("data-overflow", String(de.scrollWidth > window.innerWidth));
     de.setAttribute("data-errors", errors.join(" | "));
     de.setAttribute("data-drawn", String(Object.keys(figs).length));
+    de.setAttribute("data-height", String(de.scrollHeight));
   }
 
   document.querySelectorAll(".plot").forEach(function (div) {

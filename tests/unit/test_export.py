@@ -106,6 +106,17 @@ def test_no_column_needs_quoting_in_sql() -> None:
     assert not reserved & set(export.EXPORT_SCHEMA.names)
 
 
+def test_duckdb_reads_the_export_without_quoting(trace_path: Path, tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    out = tmp_path / "t.parquet"
+    export.export(trace_path, "parquet", out)
+    rows = duckdb.sql(
+        f"select name, count(*), max(file_offset) from '{out}' "
+        "where kind = 'syscall' and pid = 100 group by name order by name"
+    ).fetchall()
+    assert rows == [("pread64", 29, 28 * 4096), ("read", 23, 0)]
+
+
 def test_csv_and_jsonl_hold_the_same_rows(trace_path: Path, tmp_path: Path) -> None:
     n = len(session.load(trace_path).events)
     c = tmp_path / "t.csv"
