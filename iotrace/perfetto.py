@@ -261,6 +261,7 @@ class _Writer:
         self.lost_stack: list[int] = []
         self.stats = Written()
         self.ticks = 0
+        self.primary_set = False
         self.track_bytes: dict[int, bytes] = {}
         self.in_kernel = _BEGIN + _T_NAME_IID + varint(self.name_iid("in kernel"))
         self.awaiting = _BEGIN + _T_NAME_IID + varint(self.name_iid("awaiting reap"))
@@ -336,7 +337,12 @@ class _Writer:
         clocks = clock(_MONOTONIC, t) + clock(_INCR_CLOCK, t, True) + clock(_ABS_CLOCK, t)
         if self.wall_offset is not None:
             clocks += clock(_REALTIME, t + self.wall_offset)
-        snap = clocks + b"\x10" + varint(_MONOTONIC)  # primary_trace_clock
+        snap = clocks
+        if not self.primary_set:
+            # Trace time is CLOCK_MONOTONIC (BPF's clock), said once: trace_processor
+            # refuses to change the trace clock after using it.
+            snap += b"\x10" + varint(_MONOTONIC)  # primary_trace_clock
+            self.primary_set = True
         self.out.packet(_ld(_T_SNAPSHOT, snap) + _T_SEQ + varint(seq.id))
         seq.last = t
 
