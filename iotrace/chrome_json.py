@@ -22,7 +22,9 @@ What goes where:
   gap never looks like idle time.
 
 Times are microseconds from the trace's first record with nanosecond
-precision (three decimals); `metadata.t0_monotonic_ns` gives the origin.
+precision (three decimals); `metadata.t0_monotonic_ns` gives the origin and
+`metadata.t0_realtime_ns` the same instant on the wall clock (from the trace's
+clock anchor; null without one).
 There is deliberately no "displayTimeUnit": some Perfetto versions read
 "ns" there as the unit of `ts`.
 """
@@ -121,7 +123,7 @@ def build(trace: Trace, a: analysis.Analysis | None = None) -> dict[str, Any]:
         if int(r["runq_ns"]):
             args["runq_us"] = round(int(r["runq_ns"]) / 1000, 3)
         if int(r["offset"]):
-            args["offset"] = int(r["offset"])
+            args["file_offset"] = int(r["offset"])
         if bool(r["eagain"]):
             args["error"] = "EAGAIN"
         tracks[(int(r["pid"]), int(r["tid"]))].append(
@@ -192,7 +194,7 @@ def build(trace: Trace, a: analysis.Analysis | None = None) -> dict[str, Any]:
         name = f"{r['op']} {int(r['size'])} B" + (" (io-wq)" if worker else "")
         args = {
             "fd": int(r["fd"]),
-            "offset": int(r["offset"]),
+            "file_offset": int(r["offset"]),
             "size": int(r["size"]),
             "ret": int(r["ret"]),
             "user_data": int(r["user_data"]),
@@ -326,11 +328,15 @@ def build(trace: Trace, a: analysis.Analysis | None = None) -> dict[str, Any]:
                 ev["args"] = sl["args"]
             out.append(ev)
 
+    from iotrace.export import wall_offset_ns
+
+    wall = wall_offset_ns(trace.meta)
     return {
         "traceEvents": out,
         "metadata": {
             "iotrace": True,
             "t0_monotonic_ns": fr.start_ns,
+            "t0_realtime_ns": None if wall is None else fr.start_ns + wall,
             "kernel": trace.meta.get("kernel"),
             "command": trace.meta.get("command"),
             "complete": trace.complete,

@@ -35,6 +35,11 @@ MAX_TIMELINE_SEGMENTS = 40_000
 """Beyond this many syscall/off-CPU segments the timeline keeps the longest ones
 (and says so): a browser stays responsive and the page stays small."""
 MAX_CDF_POINTS = 1_000
+CDF_POINTS_BUDGET = 24_000
+"""Points of all latency lines together: with many processes each line gets fewer
+(at least 100), so the page stays small."""
+MAX_DEPTH_SERIES = 16
+"""In-flight lines drawn at most (the processes and APIs with the most requests)."""
 DEPTH_BINS = 600
 """Bins of the in-flight plot: about one per two pixels at 1280 px."""
 
@@ -200,6 +205,26 @@ def _lanes(a: Analysis, sc: pd.DataFrame, off: pd.DataFrame) -> list[tuple[int, 
     return sorted(pairs)
 
 
+def _fair_longest(df: pd.DataFrame, keep: int) -> pd.DataFrame:
+    """`keep` segments: each thread's longest up to an equal share of `keep`, then
+    the longest of the rest, so that a thread of short calls (a retry loop) keeps
+    its lane next to threads that block for milliseconds. Ties (a loop's calls
+    often last alike) are broken by a low-discrepancy sequence over time order, so
+    the segments kept spread over the trace instead of bunching at its start."""
+    if len(df) <= keep:
+        return df
+    df = df.sort_values(["pid", "tid", "ts_ns"], kind="stable")
+    pos = df.groupby(["pid", "tid"]).cumcount().to_numpy()
+    df = df.assign(_spread=(pos * 0.6180339887498949) % 1.0, _neg=-df["dur_ns"])
+    df = df.sort_values(["pid", "tid", "_neg", "_spread"], kind="stable")
+    rank = df.groupby(["pid", "tid"]).cumcount()
+    quota = keep // max(df.groupby(["pid", "tid"]).ngroups, 1)
+    first = df[rank < quota]
+    rest = df[rank >= quota].sort_values(["_neg", "_spread"], kind="stable")
+    out = pd.concat([first, rest.head(keep - len(first))])
+    return out.drop(columns=["_spread", "_neg"])
+
+
 def timeline(a: Analysis) -> tuple[Figure, str]:
     """Per-thread timeline: syscalls by family, off-CPU intervals behind them. Lanes
     are ordered by process, then thread; times are µs from the first record."""
@@ -212,11 +237,12 @@ def timeline(a: Analysis) -> tuple[Figure, str]:
     note = ""
     if total > MAX_TIMELINE_SEGMENTS:
         keep = MAX_TIMELINE_SEGMENTS // 2
-        sc = sc.nlargest(keep, "dur_ns")
-        off = off.assign(dur_ns=off["end_ns"] - off["ts_ns"]).nlargest(keep, "dur_ns")
+        sc = _fair_longest(sc, keep)
+        off = _fair_longest(off.assign(dur_ns=off["end_ns"] - off["ts_ns"]), keep)
         note = (
-            f"The timeline shows the {len(sc) + len(off):,} longest of {total:,} segments; "
-            "use `iotrace export --format perfetto` for every call."
+            f"The timeline shows {len(sc) + len(off):,} of {total:,} segments: the longest "
+            "of each thread, and of all threads once every thread has its share; use "
+            "`iotrace export --format perfetto` for every call."
         )
     comm = {p.pid: p for p in a.processes}
     thread_comm: dict[int, str] = {}
@@ -287,17 +313,17 @@ def latency_figure(a: Analysis) -> tuple[Figure, str]:
     paced peers feeding pipes and sockets) in two groups."""
     lines = []
     thinned = []
-    for s in a.processes:
-        if s.label.model == "idle":
-            continue
+    shown = [s for s in a.processes if s.label.model != "idle"]
+    points = max(100, min(MAX_CDF_POINTS, CDF_POINTS_BUDGET // max(len(shown), 1)))
+    for s in shown:
         lat = a.request_latencies_ns(s) / 1000
         lat = np.sort(lat[~np.isnan(lat)])
         if not len(lat):
             continue
-        quantiles = len(lat) > MAX_CDF_POINTS
+        quantiles = len(lat) > points
         if quantiles:
             thinned.append(f"{s.pid} ({len(lat):,} requests)")
-            lat = np.quantile(lat, np.linspace(0, 1, MAX_CDF_POINTS))
+            lat = np.quantile(lat, np.linspace(0, 1, points))
         lines.append(
             {
                 "label": f"{s.pid} {s.comm}",
@@ -317,7 +343,7 @@ def latency_figure(a: Analysis) -> tuple[Figure, str]:
     note = ""
     if thinned:
         note = (
-            f"Drawn through {MAX_CDF_POINTS:,} evenly spaced quantiles of all the requests of "
+            f"Drawn through {points:,} evenly spaced quantiles of all the requests of "
             f"{', '.join(thinned)}; the scoreboard's percentiles are exact."
         )
     return Figure(type="cdf", lines=lines), note
@@ -356,6 +382,14 @@ def depth_figure(a: Analysis) -> tuple[Figure | None, str]:
     groups = a.in_flight()
     if not groups:
         return None, ""
+    left_out = ""
+    if len(groups) > MAX_DEPTH_SERIES:
+        busiest = sorted(groups, key=lambda g: -len(g[2]))[:MAX_DEPTH_SERIES]
+        left_out = (
+            f" The {len(groups) - MAX_DEPTH_SERIES} processes and APIs with the fewest "
+            f"requests are left out (the {MAX_DEPTH_SERIES} busiest are drawn)."
+        )
+        groups = [g for g in groups if any(g is b for b in busiest)]
     span = max(a.duration_ns, 1)
     bins = DEPTH_BINS
     lost = _lost(a)
@@ -388,6 +422,7 @@ def depth_figure(a: Analysis) -> tuple[Figure | None, str]:
     note = (
         f"Each line is the time-weighted mean of {bins} equal bins ({fmt_bin(span / bins)} each); "
         "the shaded band under it reaches the most requests in flight at once in the bin."
+        + left_out
     )
     return fig, note
 

@@ -3,7 +3,7 @@ ui.perfetto.dev and trace_processor, written while the trace file is read.
 
 The protobuf is encoded by hand (varints and length-delimited fields of
 perfetto/trace/trace_packet.proto; no protoc): one `Trace` message whose
-`packet`s are grouped into `compressed_packets` (zlib) of about 1 MiB each.
+`packet`s are grouped into `compressed_packets` (zlib) of about 384 KiB each.
 
 What goes where:
 
@@ -44,8 +44,10 @@ from iotrace import events, session
 from iotrace.analysis import ASYNC_APIS, request_op_name
 from iotrace.events import Flag
 
-BATCH_BYTES = 1 << 20
-"""Packets are compressed together in batches of about this many bytes."""
+BATCH_BYTES = 384 << 10
+"""Packets are compressed together in batches of about this many bytes: Perfetto
+wants each compressed_packets packet under 512 KB, which even data that does not
+compress at all then stays under."""
 REORDER_NS = 250_000_000
 """How long (in trace time, behind the latest reap read) requests wait to be put in
 start order. A request submitted longer before than that is drawn on a track of its

@@ -276,7 +276,7 @@
   /* --- latency CDF --------------------------------------------------------- */
 
   function drawCdf(div, f) {
-    var L = 56, R = 16, TOP = 10, B = 36;
+    var L = 56, R = 28, TOP = 10, B = 36;
     var k = canvas(div), g = k.g, w = k.w - L - R, h = k.h - TOP - B;
     var shown = f.lines.filter(function (ln) { return !ln.off; });
     var lo = Infinity, hi = -Infinity;
