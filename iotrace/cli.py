@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="convert a saved trace (no root needed)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--format", required=True, choices=["parquet", "csv", "jsonl", "perfetto"])
+    p.add_argument(
+        "--format", required=True, choices=["parquet", "csv", "jsonl", "perfetto", "chrome-json"]
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
 

@@ -1,10 +1,11 @@
-"""`iotrace export FILE --format parquet|csv|jsonl|perfetto -o OUT`.
+"""`iotrace export FILE --format parquet|csv|jsonl|perfetto|chrome-json -o OUT`.
 
 The row formats (parquet, csv, jsonl) hold one row per record with the
 columns of `EXPORT_SCHEMA`, documented in the README, and are written one
-trace chunk at a time so a large trace never sits in memory whole. The
-perfetto format (Chrome trace JSON, see `iotrace.perfetto`) needs the whole
-trace to nest slices and draw flows.
+trace chunk at a time so a large trace never sits in memory whole. So is the
+perfetto format (a protobuf trace, see `iotrace.perfetto`). chrome-json (see
+`iotrace.chrome_json`) needs the whole trace in memory to nest slices and draw
+flows; it is kept for viewers that only read JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from iotrace.errors import TraceFileError
 from iotrace.events import Flag, Kind
 from iotrace.outfile import check_target, output_file
 
-EXPORT_FORMAT = "iotrace.export/1"
+EXPORT_FORMAT = "iotrace.export/2"
+"""/2: `offset` became `file_offset` (a reserved word in SQL), `wall_time` was added
+and off_cpu rows are named by what the thread was off CPU for."""
 
 EXPORT_SCHEMA = pa.schema(
     [
@@ -40,6 +43,7 @@ EXPORT_SCHEMA = pa.schema(
         pa.field("comm", pa.string()),
         pa.field("workload", pa.string()),
         pa.field("ts_ns", pa.uint64(), nullable=False),
+        pa.field("wall_time", pa.timestamp("ns", tz="UTC")),
         pa.field("end_ns", pa.uint64()),
         pa.field("kdone_ns", pa.uint64()),
         pa.field("dur_ns", pa.int64()),
@@ -49,7 +53,7 @@ EXPORT_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("fd", pa.int64(), nullable=False),
         pa.field("size", pa.uint64(), nullable=False),
-        pa.field("offset", pa.uint64(), nullable=False),
+        pa.field("file_offset", pa.uint64(), nullable=False),
         pa.field("key", pa.uint64(), nullable=False),
         pa.field("user_data", pa.uint64(), nullable=False),
         pa.field("flags", pa.uint32(), nullable=False),
@@ -57,8 +61,11 @@ EXPORT_SCHEMA = pa.schema(
         pa.field("completion_observed", pa.bool_(), nullable=False),
     ]
 )
-"""One row per trace record. Times are CLOCK_MONOTONIC ns; end_ns/kdone_ns are null
-when not observed, dur_ns = end_ns - ts_ns when both are known."""
+"""One row per trace record. Times are CLOCK_MONOTONIC ns; wall_time is ts_ns on the
+wall clock (from the trace's clock anchor; null without one); end_ns/kdone_ns are null
+when not observed, dur_ns = end_ns - ts_ns when both are known. `name` is the syscall
+or request opcode; for off_cpu rows the call the thread slept in, "preempted" or
+"untraced" (asleep outside the traced calls)."""
 
 _ERRNAMES = dict(errno.errorcode)
 
@@ -116,7 +123,37 @@ def trace_id(path: Path, meta: dict[str, Any]) -> str:
     return str(meta.get("trace_id") or path.stem)
 
 
-def event_table(ev: np.ndarray, ident: Identity, tid_name: str) -> pa.Table:
+def wall_offset_ns(meta: dict[str, Any]) -> int | None:
+    """realtime - monotonic at the trace's clock anchor (None without one)."""
+    clock = meta.get("clock")
+    if not isinstance(clock, dict):
+        return None
+    try:
+        return int(clock["realtime_ns"]) - int(clock["monotonic_ns"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def record_names(ev: np.ndarray) -> np.ndarray:
+    """`name` of each record: op names, and what each off-CPU interval was."""
+    kinds = ev["kind"]
+    names = op_names(kinds, ev["op"])
+    oc = np.flatnonzero(kinds == int(Kind.OFF_CPU))
+    if len(oc):
+        from iotrace.perfetto import off_cpu_reason
+
+        sel = ev[oc]
+        off = (sel["end_ns"].astype("int64") - sel["ts_ns"].astype("int64")).tolist()
+        names[oc] = [
+            off_cpu_reason(o, d, q)
+            for o, d, q in zip(sel["op"].tolist(), off, sel["runq_ns"].tolist(), strict=True)
+        ]
+    return names
+
+
+def event_table(
+    ev: np.ndarray, ident: Identity, tid_name: str, wall_offset: int | None = None
+) -> pa.Table:
     """The export rows for a batch of records."""
     kinds = ev["kind"]
     flags = ev["flags"].astype("uint32")
@@ -138,12 +175,19 @@ def event_table(ev: np.ndarray, ident: Identity, tid_name: str) -> pa.Table:
     cols = {
         "trace_id": pa.array([tid_name] * len(ev), pa.string()),
         "kind": pa.array(kind_names(kinds), pa.string()),
-        "name": pa.array(op_names(kinds, ev["op"]), pa.string()),
+        "name": pa.array(record_names(ev), pa.string()),
         "pid": pa.array(pids),
         "tid": pa.array(tids),
         "comm": pa.array([ident.comm.get(int(t)) for t in tids.tolist()], pa.string()),
         "workload": pa.array([ident.workload.get(int(p)) for p in pids.tolist()], pa.string()),
         "ts_ns": pa.array(ts),
+        "wall_time": pa.array(
+            (ts.astype("int64") + wall_offset)
+            if wall_offset is not None
+            else np.zeros(len(ev), "int64"),
+            pa.timestamp("ns", tz="UTC"),
+            mask=None if wall_offset is not None else np.ones(len(ev), bool),
+        ),
         "end_ns": pa.array(end, mask=~end_known),
         "kdone_ns": pa.array(kdone, mask=kdone == 0),
         "dur_ns": pa.array(end.astype("int64") - ts.astype("int64"), mask=~end_known),
@@ -153,7 +197,7 @@ def event_table(ev: np.ndarray, ident: Identity, tid_name: str) -> pa.Table:
         "error": pa.array(error, pa.string()),
         "fd": pa.array(ev["fd"].astype("int64")),
         "size": pa.array(ev["size"].astype("uint64")),
-        "offset": pa.array(ev["offset"].astype("uint64")),
+        "file_offset": pa.array(ev["offset"].astype("uint64")),
         "key": pa.array(ev["key"].astype("uint64")),
         "user_data": pa.array(ev["user_data"].astype("uint64")),
         "flags": pa.array(flags),
@@ -169,13 +213,14 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
     _, meta, chunks = session.iter_chunks(path)
     ident = scan_identity(path, meta)
     tid_name = trace_id(path, meta)
+    wall = wall_offset_ns(meta)
     damage: list[str] = []
 
     def gen() -> Iterator[pa.Table]:
         saw_end = False
         for tag, value in chunks:
             if tag == b"EVTS" and len(value):
-                yield event_table(value, ident, tid_name)
+                yield event_table(value, ident, tid_name, wall)
             elif tag == b"END.":
                 saw_end = True
             elif tag == b"DMG!":
@@ -239,9 +284,15 @@ def export(
     if fmt == "perfetto":
         from iotrace import perfetto
 
+        with output_file(output, force=force) as out:
+            written, dmg = perfetto.write(path, out)
+        return written.packets, dmg
+    if fmt == "chrome-json":
+        from iotrace import chrome_json
+
         trace = session.load(path)
         with output_file(output, force=force) as out:
-            n = perfetto.write_chrome_json(trace, out)
+            n = chrome_json.write_chrome_json(trace, out)
         return n, trace.damage
     if fmt not in _ROW_WRITERS:
         raise TraceFileError(f"unknown export format {fmt!r}")
@@ -253,7 +304,7 @@ def export(
 
 def cmd_export(args: argparse.Namespace) -> int:
     n, damage = export(args.file, args.format, args.output, force=bool(args.force))
-    what = "trace events" if args.format == "perfetto" else "rows"
+    what = {"perfetto": "packets", "chrome-json": "trace events"}.get(args.format, "rows")
     print(f"wrote {args.output}: {n:,} {what} ({args.format})")
     if damage:
         print(

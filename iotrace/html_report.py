@@ -1,68 +1,108 @@
 """`iotrace report FILE --html OUT`: one static page that works offline.
 
-Plots are made with plotly and its JavaScript is embedded in the page once
-(no CDN, no network): a scoreboard per process, where each thread's time
-went, a per-thread timeline of syscalls and off-CPU intervals, request
-latency distributions per model, and requests in flight over time.
+No plotting library: the figures are small JSON specs drawn on canvases by
+`report.js` (about 15 KB, package data, embedded once), and the bars of where
+the time went are plain HTML. So the page stays small for any trace (the
+timeline keeps at most `MAX_TIMELINE_SEGMENTS` segments, a latency line at most
+`MAX_CDF_POINTS` quantiles, an in-flight line `DEPTH_BINS` bins) and fits a
+1280 px window: the scoreboard's columns wrap their headers instead of
+scrolling sideways.
+
+What it shows: a scoreboard per process; where each process's thread time went;
+a timeline of every thread (lanes ordered by process, then thread; drag to
+zoom, double-click to reset; lost ranges shaded); request latency
+distributions, the workloads' own requests apart from their producers' writes;
+and async requests in flight as a rolling mean with the maximum of each bin.
 """
 
 from __future__ import annotations
 
 import html
+import json
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from iotrace import __version__, analysis
+from iotrace import __version__, analysis, events
 from iotrace.analysis import Analysis
 from iotrace.outfile import check_target, output_file
 from iotrace.report import fmt_mib, fmt_pct, fmt_us, lost_line
 
-MAX_TIMELINE_SEGMENTS = analysis.TIMELINE_SEGMENTS
+MAX_TIMELINE_SEGMENTS = 40_000
 """Beyond this many syscall/off-CPU segments the timeline keeps the longest ones
 (and says so): a browser stays responsive and the page stays small."""
-MAX_CDF_POINTS = 2_000
-MAX_DEPTH_POINTS = 20_000
+MAX_CDF_POINTS = 1_000
+CDF_POINTS_BUDGET = 24_000
+"""Points of all latency lines together: with many processes each line gets fewer
+(at least 100), so the page stays small."""
+MAX_DEPTH_SERIES = 16
+"""In-flight lines drawn at most (the processes and APIs with the most requests)."""
+DEPTH_BINS = 600
+"""Bins of the in-flight plot: about one per two pixels at 1280 px."""
 
 MODEL_COLORS = {
-    "sync-blocking": "#1f77b4",
-    "sync-nonblocking": "#d62728",
-    "async-blocking": "#2ca02c",
-    "async-nonblocking": "#9467bd",
-    "idle": "#7f7f7f",
+    "sync-blocking": "#4e79a7",
+    "sync-nonblocking": "#e15759",
+    "async-blocking": "#59a14f",
+    "async-nonblocking": "#b07aa1",
+    "idle": "#9d9d9d",
 }
 FAMILY_COLORS = {
-    "read": "#1f77b4",
-    "write": "#ff7f0e",
-    "recv": "#17becf",
-    "send": "#bcbd22",
-    "mux": "#2ca02c",
-    "aio": "#9467bd",
-    "uring": "#8c564b",
-    "other": "#7f7f7f",
+    "read": "#4e79a7",
+    "write": "#f28e2b",
+    "recv": "#76b7b2",
+    "send": "#edc948",
+    "mux": "#59a14f",
+    "aio": "#b07aa1",
+    "uring": "#9c755f",
+    "other": "#9d9d9d",
 }
+LINE_COLORS = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+    "#1b3b6f",
+    "#a0522d",
+)
+"""Distinct colours, one per line, in the order lines are drawn."""
+TIME_SHARE = (
+    ("on_cpu", "on CPU", "#f28e2b"),
+    ("blocked_io", "asleep in I/O calls", "#4e79a7"),
+    ("mux_wait", "asleep in a multiplexer", "#59a14f"),
+    ("runq", "waiting to run", "#e15759"),
+    ("other_sleep", "asleep elsewhere", "#c9c9c9"),
+)
+_WRITE_FAMILIES = ("write", "send")
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
-th { background: #f3f3f3; } td.l, th.l { text-align: left; }
-.lost { color: #b00; font-weight: bold; } .note { color: #555; font-size: 0.9em; }
-.model { display: inline-block; padding: 0 0.4em; border-radius: 3px; color: #fff; }
-.evidence { color: #444; font-size: 0.85em; text-align: left; }
-"""
+
+class Figure(dict[str, Any]):
+    """A figure's spec: what report.js draws (a JSON object)."""
+
+    def to_json(self) -> str:
+        return json.dumps(self, sort_keys=True, separators=(",", ":"))
 
 
-def _labels(a: Analysis, df: pd.DataFrame) -> list[str]:
-    """ "comm pid/tid" for each row, the timeline's y axis."""
-    names = {p.pid: p.comm for p in a.processes}
-    pids = df["pid"].tolist()
-    tids = df["tid"].tolist()
-    known = {(p, t): f"{names.get(p, '?')} {p}/{t}" for p, t in set(zip(pids, tids, strict=True))}
-    return [known[(p, t)] for p, t in zip(pids, tids, strict=True)]
+def _asset(name: str) -> str:
+    return resources.files("iotrace").joinpath(name).read_text(encoding="utf-8")
+
+
+# --- scoreboard -----------------------------------------------------------------------
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def scoreboard(a: Analysis) -> str:
@@ -72,12 +112,14 @@ def scoreboard(a: Analysis) -> str:
         lat = r["latency_us"]
         color = MODEL_COLORS.get(s.label.model, "#555")
         iops = "-" if r["iops"] is None else f"{r['iops']:,.0f}"
+        who = html.escape(s.comm)
+        if s.workload:
+            who += f'<br><span class="dim">{html.escape(s.workload)}</span>'
         cells = [
             f'<td class="l">{s.pid}</td>',
-            f'<td class="l">{html.escape(s.comm)}</td>',
-            f'<td class="l">{html.escape(s.workload or "")}</td>',
+            f'<td class="l">{who}</td>',
             f'<td class="l"><span class="model" style="background:{color}">'
-            f"{html.escape(s.label.model)}</span> {html.escape(s.label.api)}</td>",
+            f"{html.escape(s.label.model)}</span><br>{html.escape(s.label.api)}</td>",
             f"<td>{r['count']:,}</td>",
             f"<td>{iops}</td>",
             f"<td>{fmt_mib(r['bytes'])}</td>",
@@ -86,218 +128,330 @@ def scoreboard(a: Analysis) -> str:
             f"<td>{_num(r['syscalls_per_request'])}</td>",
             f"<td>{fmt_us(r['cpu_us_per_request'])}</td>",
             f"<td>{_num(r['eagain_per_request'])}</td>",
-            f"<td>{s.in_flight['mean']:.2f} / {s.in_flight['max']}</td>",
+            f"<td>{s.in_flight['mean']:.2f}&thinsp;/&thinsp;{s.in_flight['max']}</td>",
             f"<td>{fmt_pct(s.time_share.get('on_cpu'))}</td>",
         ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        rows.append('<tr class="proc">' + "".join(cells) + "</tr>")
         rows.append(
             f'<tr><td></td><td class="evidence" colspan="{len(cells) - 1}">'
             f"{html.escape(s.label.evidence)}</td></tr>"
         )
     head = (
-        '<tr><th class="l">PID</th><th class="l">COMM</th><th class="l">WORKLOAD</th>'
-        '<th class="l">MODEL / API</th><th>REQS</th><th>IOPS</th><th>MiB</th>'
-        "<th>p50(us)</th><th>p90(us)</th><th>p99(us)</th><th>max(us)</th>"
-        "<th>syscalls/req</th><th>CPU(us)/req</th><th>EAGAIN/req</th>"
-        "<th>in flight mean/max</th><th>on CPU %</th></tr>"
+        '<tr><th class="l">PID</th><th class="l">COMM<br>workload</th>'
+        '<th class="l">MODEL<br>API</th><th>REQS</th><th>IOPS</th><th>MiB</th>'
+        "<th>p50<br>(µs)</th><th>p90<br>(µs)</th><th>p99<br>(µs)</th><th>max<br>(µs)</th>"
+        "<th>syscalls<br>/req</th><th>CPU µs<br>/req</th><th>EAGAIN<br>/req</th>"
+        "<th>in flight<br>mean/max</th><th>on<br>CPU %</th></tr>"
     )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f'<table class="score"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+# --- where the time went ----------------------------------------------------------------
 
 
-def _segments(df: pd.DataFrame, t0: int) -> tuple[list[float | None], list[str | None]]:
-    xs: list[float | None] = []
-    ys: list[str | None] = []
-    for ts, end, label in zip(
-        df["ts_ns"].tolist(), df["end_ns"].tolist(), df["label"].tolist(), strict=True
-    ):
-        xs += [(ts - t0) / 1e6, (end - t0) / 1e6, None]
-        ys += [label, label, None]
-    return xs, ys
+def time_share_figure(a: Analysis) -> Figure:
+    shown = [s for s in a.processes if s.label.model != "idle"]
+    return Figure(
+        type="bars",
+        parts=[{"key": k, "name": n, "color": c} for k, n, c in TIME_SHARE],
+        rows=[
+            {
+                "label": f"{s.pid} {s.comm}",
+                "workload": s.workload,
+                "values": [round(100 * (s.time_share.get(k) or 0.0), 2) for k, _, _ in TIME_SHARE],
+            }
+            for s in shown
+        ],
+    )
 
 
-def timeline(a: Analysis) -> tuple[go.Figure, str]:
-    """Per-thread timeline: syscalls by family, off-CPU intervals underneath."""
+def time_share_html(fig: Figure) -> str:
+    """Stacked bars as HTML (no script needed)."""
+    legend = "".join(
+        f'<span class="key"><i style="background:{p["color"]}"></i>{html.escape(p["name"])}</span>'
+        for p in fig["parts"]
+    )
+    rows = []
+    for r in fig["rows"]:
+        segs = "".join(
+            f'<span style="width:{v}%;background:{p["color"]}" '
+            f'title="{html.escape(p["name"])}: {v:.1f}%"></span>'
+            for p, v in zip(fig["parts"], r["values"], strict=True)
+            if v > 0
+        )
+        label = html.escape(r["label"])
+        if r["workload"]:
+            label += f' <span class="dim">{html.escape(r["workload"])}</span>'
+        rows.append(
+            f'<div class="bar"><div class="lbl">{label}</div><div class="seg">{segs}</div></div>'
+        )
+    return f'<div class="legend">{legend}</div><div class="bars">{"".join(rows)}</div>'
+
+
+# --- timeline ------------------------------------------------------------------------------
+
+
+def _lost(a: Analysis) -> list[list[float]]:
+    """Lost ranges in µs from the first record."""
+    return [
+        [round(r["start_s"] * 1e6, 1), round(max(r["end_s"], r["start_s"]) * 1e6, 1)]
+        for r in a.lost_ranges
+    ]
+
+
+def _lanes(a: Analysis, sc: pd.DataFrame, off: pd.DataFrame) -> list[tuple[int, int]]:
+    pairs = set(zip(sc["pid"].tolist(), sc["tid"].tolist(), strict=True))
+    pairs |= set(zip(off["pid"].tolist(), off["tid"].tolist(), strict=True))
+    return sorted(pairs)
+
+
+def _fair_longest(df: pd.DataFrame, keep: int) -> pd.DataFrame:
+    """`keep` segments: each thread's longest up to an equal share of `keep`, then
+    the longest of the rest, so that a thread of short calls (a retry loop) keeps
+    its lane next to threads that block for milliseconds. Ties (a loop's calls
+    often last alike) are broken by a low-discrepancy sequence over time order, so
+    the segments kept spread over the trace instead of bunching at its start."""
+    if len(df) <= keep:
+        return df
+    df = df.sort_values(["pid", "tid", "ts_ns"], kind="stable")
+    pos = df.groupby(["pid", "tid"]).cumcount().to_numpy()
+    df = df.assign(_spread=(pos * 0.6180339887498949) % 1.0, _neg=-df["dur_ns"])
+    df = df.sort_values(["pid", "tid", "_neg", "_spread"], kind="stable")
+    rank = df.groupby(["pid", "tid"]).cumcount()
+    quota = keep // max(df.groupby(["pid", "tid"]).ngroups, 1)
+    first = df[rank < quota]
+    rest = df[rank >= quota].sort_values(["_neg", "_spread"], kind="stable")
+    out = pd.concat([first, rest.head(keep - len(first))])
+    return out.drop(columns=["_spread", "_neg"])
+
+
+def timeline(a: Analysis) -> tuple[Figure, str]:
+    """Per-thread timeline: syscalls by family, off-CPU intervals behind them. Lanes
+    are ordered by process, then thread; times are µs from the first record."""
     if a.timeline is None:
         raise ValueError("the analysis was made without timeline=True")
     t0 = a.start_ns
-    sc = a.timeline.syscalls.assign(label=_labels(a, a.timeline.syscalls))
-    off = a.timeline.off_cpu.assign(label=_labels(a, a.timeline.off_cpu))
+    sc = a.timeline.syscalls
+    off = a.timeline.off_cpu
     total = a.timeline.total
     note = ""
     if total > MAX_TIMELINE_SEGMENTS:
         keep = MAX_TIMELINE_SEGMENTS // 2
-        sc = sc.nlargest(keep, "dur_ns")
-        off = off.assign(dur_ns=off["end_ns"] - off["ts_ns"]).nlargest(keep, "dur_ns")
+        sc = _fair_longest(sc, keep)
+        off = _fair_longest(off.assign(dur_ns=off["end_ns"] - off["ts_ns"]), keep)
         note = (
-            f"The timeline shows the {len(sc) + len(off):,} longest of {total:,} segments; "
-            "use `iotrace export --format perfetto` for every call."
+            f"The timeline shows {len(sc) + len(off):,} of {total:,} segments: the longest "
+            "of each thread, and of all threads once every thread has its share; use "
+            "`iotrace export --format perfetto` for every call."
         )
-    fig = go.Figure()
-    xs, ys = _segments(off, t0)
-    fig.add_trace(
-        go.Scatter(x=xs, y=ys, mode="lines", name="off CPU", line={"color": "#dddddd", "width": 14})
-    )
-    for fam, g in sc.groupby("family", sort=True):
-        xs, ys = _segments(g, t0)
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                name=f"{fam} calls",
-                line={"color": FAMILY_COLORS.get(str(fam), "#555"), "width": 8},
-            )
-        )
-    for r in a.lost_ranges:
-        fig.add_vrect(
-            x0=r["start_s"] * 1e3,
-            x1=max(r["end_s"], r["start_s"] + 1e-6) * 1e3,
-            fillcolor="red",
-            opacity=0.2,
-            line_width=0,
-        )
-    nthreads = max(sc["label"].nunique() if len(sc) else 0, off["label"].nunique(), 1)
-    fig.update_layout(
-        title="Per-thread timeline (ms from the first record)",
-        xaxis_title="time (ms)",
-        height=160 + 40 * nthreads,
-        margin={"l": 180},
-        legend={"orientation": "h", "y": -0.35},
+    comm = {p.pid: p for p in a.processes}
+    thread_comm: dict[int, str] = {}
+    for p in a.processes:
+        for t in p.thread_summaries:
+            thread_comm[t.tid] = t.comm
+    lanes = _lanes(a, sc, off)
+    index = {pt: i for i, pt in enumerate(lanes)}
+    families = sorted(set(sc["family"].tolist())) if len(sc) else []
+    fam_index = {f: i for i, f in enumerate(families)}
+
+    def encode(df: pd.DataFrame, with_family: bool) -> list[list[int]]:
+        """Per lane: [start delta, duration, (family)] ... in µs, starts delta-coded."""
+        out: list[list[int]] = [[] for _ in lanes]
+        if not len(df):
+            return out
+        lane = np.array([index[(p, t)] for p, t in zip(df["pid"], df["tid"], strict=True)])
+        start = ((df["ts_ns"].to_numpy(np.int64) - t0) // 1000).astype(np.int64)
+        dur = -((df["ts_ns"].to_numpy(np.int64) - df["end_ns"].to_numpy(np.int64)) // 1000)
+        fam = np.array([fam_index[f] for f in df["family"]]) if with_family else np.zeros(len(df))
+        order = np.lexsort((start, lane))
+        lane, start, dur, fam = lane[order], start[order], dur[order], fam[order]
+        for i in np.unique(lane).tolist():
+            m = lane == i
+            s = start[m]
+            d = np.diff(s, prepend=0)
+            cols = [d, dur[m]] + ([fam[m].astype(np.int64)] if with_family else [])
+            out[i] = np.column_stack(cols).ravel().astype(int).tolist()
+        return out
+
+    fig = Figure(
+        type="timeline",
+        span_us=round(a.duration_ns / 1000, 1),
+        lanes=[
+            {
+                "pid": p,
+                "tid": t,
+                "label": f"{thread_comm.get(t, comm[p].comm if p in comm else '?')} {t}",
+                "process": f"{p} {comm[p].comm if p in comm else '?'}"
+                + (
+                    f" ({comm[p].workload})"
+                    if p in comm and comm[p].workload not in ("", comm[p].comm)
+                    else ""
+                ),
+            }
+            for p, t in lanes
+        ],
+        families=families,
+        colors=[FAMILY_COLORS.get(f, "#555") for f in families],
+        calls=encode(sc, True),
+        off=encode(off, False),
+        lost=_lost(a),
     )
     return fig, note
 
 
-def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = np.sort(values[~np.isnan(values)])
-    if len(v) > MAX_CDF_POINTS:
-        q = np.linspace(0, 1, MAX_CDF_POINTS)
-        return np.quantile(v, q), q * 100
-    return v, (np.arange(1, len(v) + 1) / max(len(v), 1)) * 100
+# --- latency ---------------------------------------------------------------------------------
 
 
-def latency_figure(a: Analysis) -> tuple[go.Figure, str]:
-    """Request latency distribution (CDF, log scale), one line per process, colored by
-    model; and a note saying which lines were drawn through quantiles."""
-    fig = go.Figure()
+def _is_writer(s: analysis.Summary) -> bool:
+    fam = {x.name: x.family for x in events.SYSCALLS}.get(s.label.api, "")
+    return fam in _WRITE_FAMILIES
+
+
+def latency_figure(a: Analysis) -> tuple[Figure, str]:
+    """Request latency distributions (CDF over a log axis), one line per process in
+    a colour of its own; the workloads' requests and the producers' writes (the
+    paced peers feeding pipes and sockets) in two groups."""
+    lines = []
     thinned = []
-    for s in a.processes:
-        if s.label.model == "idle":
-            continue
+    shown = [s for s in a.processes if s.label.model != "idle"]
+    points = max(100, min(MAX_CDF_POINTS, CDF_POINTS_BUDGET // max(len(shown), 1)))
+    for s in shown:
         lat = a.request_latencies_ns(s) / 1000
+        lat = np.sort(lat[~np.isnan(lat)])
         if not len(lat):
             continue
-        if len(lat) > MAX_CDF_POINTS:
+        quantiles = len(lat) > points
+        if quantiles:
             thinned.append(f"{s.pid} ({len(lat):,} requests)")
-        x, y = _cdf(lat)
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines",
-                name=f"{s.pid} {s.comm} ({s.label.model})",
-                line={"color": MODEL_COLORS.get(s.label.model, "#555"), "shape": "hv"},
-            )
+            lat = np.quantile(lat, np.linspace(0, 1, points))
+        lines.append(
+            {
+                "label": f"{s.pid} {s.comm}",
+                "detail": f"{s.label.model}, {s.label.api}"
+                + (f" · {s.workload}" if s.workload else ""),
+                "group": "writes" if _is_writer(s) else "requests",
+                "quantiles": quantiles,
+                "n": int(a.request_latencies_ns(s).size),
+                "x": [float(f"{v:.4g}") for v in lat.tolist()],
+            }
         )
-    fig.update_layout(
-        title="Request latency per process (cumulative share of requests)",
-        xaxis={"title": "latency (us, log scale)", "type": "log"},
-        yaxis={"title": "% of requests at or below"},
-        height=420,
-    )
+    # Colours restart in each group (each is its own plot), so no two lines of a
+    # plot share one while there are at most len(LINE_COLORS) of them.
+    for group in ("requests", "writes"):
+        for i, ln in enumerate(ln for ln in lines if ln["group"] == group):
+            ln["color"] = LINE_COLORS[i % len(LINE_COLORS)]
     note = ""
     if thinned:
         note = (
-            f"Drawn through {MAX_CDF_POINTS:,} evenly spaced quantiles of all the requests of "
+            f"Drawn through {points:,} evenly spaced quantiles of all the requests of "
             f"{', '.join(thinned)}; the scoreboard's percentiles are exact."
         )
-    return fig, note
+    return Figure(type="cdf", lines=lines), note
 
 
-def time_share_figure(a: Analysis) -> go.Figure:
-    parts = [
-        ("on_cpu", "on CPU", "#ff7f0e"),
-        ("blocked_io", "asleep in I/O calls", "#1f77b4"),
-        ("mux_wait", "asleep in a multiplexer", "#2ca02c"),
-        ("runq", "waiting to run", "#d62728"),
-        ("other_sleep", "asleep elsewhere", "#c7c7c7"),
-    ]
-    shown = [s for s in a.processes if s.label.model != "idle"]
-    labels = [f"{s.pid} {s.comm}" for s in shown]
-    fig = go.Figure()
-    for key, name, color in parts:
-        fig.add_trace(
-            go.Bar(
-                y=labels,
-                x=[100 * (s.time_share.get(key) or 0.0) for s in shown],
-                name=name,
-                orientation="h",
-                marker_color=color,
-            )
-        )
-    fig.update_layout(
-        barmode="stack",
-        title="Where each process's thread time went (%)",
-        xaxis={"title": "% of thread time", "range": [0, 100]},
-        height=160 + 30 * max(len(shown), 1),
-        margin={"l": 180},
-        legend={"orientation": "h", "y": -0.35},
-    )
-    return fig
+# --- in flight ------------------------------------------------------------------------------
 
 
-def depth_figure(a: Analysis) -> tuple[go.Figure | None, str]:
-    """Async requests in flight over time, per process and API; and a note saying
-    which lines show only some of their steps."""
+def _bins(
+    submit: np.ndarray, done: np.ndarray, t0: int, span: int, bins: int
+) -> tuple[list[float], list[int]]:
+    """Time-weighted mean and max requests in flight in each of `bins` equal bins."""
+    t, d = analysis.depth_series(submit, done)
+    edges = t0 + (np.arange(bins + 1) * (span / bins)).astype(np.int64)
+    # Depth at each edge, then integrate the step function between edges.
+    i = np.searchsorted(t, edges, side="right") - 1
+    at_edge = np.where(i >= 0, d[np.clip(i, 0, None)], 0)
+    pts = np.concatenate([t, edges])
+    vals = np.concatenate([d, at_edge])
+    order = np.argsort(pts, kind="stable")
+    pts, vals = pts[order], vals[order]
+    area = np.concatenate([[0], np.cumsum(vals[:-1] * np.diff(pts))])
+    a_edge = np.interp(edges, pts, area)
+    width = np.diff(edges).clip(1)
+    mean = np.diff(a_edge) / width
+    # Max: the highest depth reached inside each bin (or held over from before it).
+    b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
+    mx = at_edge[:-1].copy()
+    np.maximum.at(mx, b, d)
+    return [round(float(v), 2) for v in mean], [int(v) for v in mx]
+
+
+def depth_figure(a: Analysis) -> tuple[Figure | None, str]:
+    """Async requests in flight over time per process and API: the mean of each bin
+    (a rolling mean) and its maximum; lost ranges are gaps, not data."""
     groups = a.in_flight()
     if not groups:
         return None, ""
-    fig = go.Figure()
-    t0 = a.start_ns
-    thinned = []
-    for pid, api, submit, done in groups:
-        t, d = analysis.depth_series_sampled(submit, done, MAX_DEPTH_POINTS)
-        if len(t) == MAX_DEPTH_POINTS and 2 * len(submit) > MAX_DEPTH_POINTS:
-            thinned.append(f"{pid} {api} ({len(submit):,} requests)")
-        fig.add_trace(
-            go.Scatter(
-                x=(t - t0) / 1e6, y=d, mode="lines", line={"shape": "hv"}, name=f"{pid} {api}"
-            )
+    left_out = ""
+    if len(groups) > MAX_DEPTH_SERIES:
+        busiest = sorted(groups, key=lambda g: -len(g[2]))[:MAX_DEPTH_SERIES]
+        left_out = (
+            f" The {len(groups) - MAX_DEPTH_SERIES} processes and APIs with the fewest "
+            f"requests are left out (the {MAX_DEPTH_SERIES} busiest are drawn)."
         )
-    fig.update_layout(
-        title="Async requests in flight",
-        xaxis_title="time (ms)",
-        yaxis_title="requests in flight",
-        height=360,
+        groups = [g for g in groups if any(g is b for b in busiest)]
+    span = max(a.duration_ns, 1)
+    bins = DEPTH_BINS
+    lost = _lost(a)
+    series = []
+    for i, (pid, api, submit, done) in enumerate(groups):
+        mean, mx = _bins(submit, done, a.start_ns, span, bins)
+        mean_out: list[float | None] = list(mean)
+        max_out: list[int | None] = list(mx)
+        for lo, hi in lost:
+            b0 = int(lo * 1000 / span * bins)
+            b1 = int(np.ceil(hi * 1000 / span * bins))
+            for b in range(max(b0, 0), min(max(b1, b0 + 1), bins)):
+                mean_out[b] = max_out[b] = None
+        name = next((p.comm for p in a.processes if p.pid == pid), "?")
+        series.append(
+            {
+                "label": f"{pid} {name} ({api})",
+                "color": LINE_COLORS[i % len(LINE_COLORS)],
+                "mean": mean_out,
+                "max": max_out,
+            }
+        )
+    fig = Figure(
+        type="depth",
+        span_us=round(span / 1000, 1),
+        bin_us=round(span / 1000 / bins, 3),
+        series=series,
+        lost=lost,
     )
-    note = ""
-    if thinned:
-        note = (
-            f"At most {MAX_DEPTH_POINTS:,} evenly spaced steps per line are drawn for "
-            f"{', '.join(thinned)}; the scoreboard's in-flight mean and max are exact."
-        )
+    note = (
+        f"Each line is the time-weighted mean of {bins} equal bins ({fmt_bin(span / bins)} each); "
+        "the shaded band under it reaches the most requests in flight at once in the bin."
+        + left_out
+    )
     return fig, note
+
+
+def fmt_bin(ns: float) -> str:
+    if ns >= 1e9:
+        return f"{ns / 1e9:.3g} s"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.3g} ms"
+    return f"{ns / 1e3:.3g} µs"
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def _plot(fig_id: str, fig: Figure, height: int) -> str:
+    spec = fig.to_json().replace("</", "<\\/")  # never ends the script element
+    return (
+        f'<div class="plot" id="{fig_id}" style="height:{height}px"></div>'
+        f'<script type="application/json" data-for="{fig_id}">{spec}</script>'
+    )
 
 
 def render(a: Analysis) -> str:
     """The whole page as a string."""
     tr = a.trace
-    figs: list[go.Figure] = [time_share_figure(a)]
     tl, tl_note = timeline(a)
-    figs.append(tl)
-    lat_fig, lat_note = latency_figure(a)
-    figs.append(lat_fig)
+    lat, lat_note = latency_figure(a)
     depth, depth_note = depth_figure(a)
-    if depth is not None:
-        figs.append(depth)
-    config = {"displaylogo": False, "responsive": True}
-    plots = [
-        f.to_html(full_html=False, include_plotlyjs=(i == 0), config=config)
-        for i, f in enumerate(figs)
-    ]
     lost = lost_line(a)
     lost_cls = "lost" if a.lost_total else "note"
     state = (
@@ -308,11 +462,14 @@ def render(a: Analysis) -> str:
     command = tr.meta.get("command")
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
+    lanes = len(tl["lanes"])
+    groups = {ln["group"] for ln in lat["lines"]}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>iotrace report: {html.escape(tr.path.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{_asset('report.css')}</style></head><body>",
         f"<h1>iotrace report: {html.escape(tr.path.name)}</h1>",
         f'<p class="note">{len(a.processes)} processes, {a.duration_ns / 1e9:.3f} s, '
         f"{a.records:,} records, kernel {html.escape(str(tr.meta.get('kernel', '?')))}, "
@@ -325,18 +482,33 @@ def render(a: Analysis) -> str:
         "reap (io_uring: to the end of the io_uring_enter it completed in, else to its "
         "completion; the kernel-side latency is in the JSON report).</p>",
         "<h2>Where the time went</h2>",
-        plots[0],
+        time_share_html(time_share_figure(a)),
         "<h2>Timeline</h2>",
-        plots[1],
+        '<p class="note">One lane per thread, grouped by process. Calls are coloured by '
+        "family over the grey off-CPU intervals; red bands are lost records. Drag to zoom, "
+        "double-click to reset; hover for a call.</p>",
+        _plot("timeline", tl, 30 + 20 * (max(lanes, 1) + len({ln["pid"] for ln in tl["lanes"]}))),
         f'<p class="note">{html.escape(tl_note)}</p>' if tl_note else "",
         "<h2>Latency distribution</h2>",
-        plots[2],
-        f'<p class="note">{html.escape(lat_note)}</p>' if lat_note else "",
     ]
+    if not lat["lines"]:
+        parts.append('<p class="note">No completed requests.</p>')
+    for group, title in (
+        ("requests", "Requests of the workloads"),
+        ("writes", "Producers' writes (the paced peers feeding pipes and sockets)"),
+    ):
+        if group in groups:
+            sub = Figure(type="cdf", lines=[ln for ln in lat["lines"] if ln["group"] == group])
+            parts += [f"<h3>{title}</h3>", _plot(f"cdf-{group}", sub, 380)]
+    if lat_note:
+        parts.append(f'<p class="note">{html.escape(lat_note)}</p>')
     if depth is not None:
-        parts += ["<h2>In flight</h2>", plots[3]]
-        parts += [f'<p class="note">{html.escape(depth_note)}</p>' if depth_note else ""]
-    parts.append("</body></html>")
+        parts += [
+            "<h2>In flight</h2>",
+            _plot("depth", depth, 300),
+            f'<p class="note">{html.escape(depth_note)}</p>',
+        ]
+    parts += [f"<script>{_asset('report.js')}</script>", "</body></html>"]
     return "\n".join(parts)
 
 
@@ -349,5 +521,5 @@ def write_html(a: Analysis, out: str | Path, *, force: bool = False) -> Path:
 
 
 def figure_count(page: str) -> int:
-    """How many plotly figures a rendered page holds (used by tests)."""
-    return page.count('class="plotly-graph-div"')
+    """How many drawn figures a rendered page holds (used by tests)."""
+    return page.count('<div class="plot" id=')

@@ -173,7 +173,7 @@ def test_real_perfetto_export_nests_and_pairs(fio_traces: dict[str, Path], tmp_p
         "export",
         str(fio_traces["io_uring" if "io_uring" in fio_traces else "libaio"]),
         "--format",
-        "perfetto",
+        "chrome-json",
         "-o",
         str(out),
     )
@@ -196,6 +196,40 @@ def test_real_perfetto_export_nests_and_pairs(fio_traces: dict[str, Path], tmp_p
     ends = sum(1 for e in evs if e["ph"] == "e")
     assert begins == ends > 500
     assert any(e["ph"] == "C" for e in evs)
+
+
+def test_real_perfetto_protobuf_export_reads_back(
+    fio_traces: dict[str, Path], tmp_path: Path
+) -> None:
+    """The protobuf export of real fio libaio, read back with the test decoder: one
+    slice per call and per request, each request's flow ending on the io_getevents
+    that reaped it, the in-flight counter within fio's depth of 8."""
+    import sys
+    from collections import Counter
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+    from perfetto_decode import decode
+
+    trace = fio_traces["libaio"]
+    out = tmp_path / "x.pftrace"
+    proc = iotrace("export", str(trace), "--format", "perfetto", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    d = decode(out.read_bytes())
+    slices = d.slices()
+    ev = session.load(trace).events
+    lanes = {u for u, t in d.tracks.items() if t.get("name") == "libaio requests"}
+    reqs = [s for s in slices if s.track in lanes and s.depth == 0]
+    assert len(reqs) == int((ev["kind"] == 2).sum()) > 500
+    calls = Counter(s.name for s in slices if s.depth == 0 and s.track not in lanes)
+    submits = ev[(ev["kind"] == 1) & (ev["op"] == 31)]  # io_submit
+    assert calls["io_submit"] == len(submits)
+    reapers = {f: s for s in slices for f in s.ends_flows}
+    flows = [r.flows[0] for r in reqs if r.flows]
+    assert len(flows) >= len(reqs) - 8  # all but those in flight at the end
+    assert all(reapers[f].name in ("io_getevents", "io_pgetevents") for f in flows)
+    (counter,) = [u for u, t in d.tracks.items() if t.get("name") == "libaio in flight"]
+    depths = [v for _, v in d.counter_values()[counter]]
+    assert 2 <= max(depths) <= 8 and min(depths) >= 0
 
 
 # --- built-in workloads -------------------------------------------------------------

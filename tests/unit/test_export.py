@@ -1,6 +1,7 @@
 """`iotrace export`: row formats keep every record with the documented schema,
-read chunk by chunk; the Chrome/Perfetto JSON nests slices, pairs async ids and
-binds flows the way the viewers require."""
+read chunk by chunk, with names a SQL engine takes unquoted and a wall-clock time;
+the Chrome JSON nests slices, pairs async ids and binds flows the way the viewers
+require. The Perfetto protobuf export has tests of its own (test_perfetto.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from report_fixtures import MS, US, TraceBuilder, all_models, sync_blocking
 
-from iotrace import analysis, export, perfetto, session
+from iotrace import analysis, chrome_json, export, session
 from iotrace.cli import main
 from iotrace.errors import EXIT_IO
 from iotrace.events import PROBE_SCHED
@@ -35,7 +36,7 @@ def trace_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def chrome(trace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("pf") / "t.json"
-    assert main(["export", str(trace_path), "--format", "perfetto", "-o", str(out)]) == 0
+    assert main(["export", str(trace_path), "--format", "chrome-json", "-o", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert "displayTimeUnit" not in doc
     return doc["traceEvents"]
@@ -49,7 +50,7 @@ def test_parquet_has_the_documented_schema_and_every_record(
     table = pq.read_table(out)
     assert table.schema.remove_metadata() == export.EXPORT_SCHEMA
     meta = table.schema.metadata
-    assert meta[b"iotrace.format"] == b"iotrace.export/1"
+    assert meta[b"iotrace.format"] == b"iotrace.export/2"
     assert json.loads(meta[b"iotrace.trace_meta"])["kernel"] == "6.18.0-test"
     trace = session.load(trace_path)
     assert table.num_rows == len(trace.events)
@@ -64,6 +65,11 @@ def test_parquet_has_the_documented_schema_and_every_record(
     uring = df[df["kind"] == "uring_request"]
     assert uring["worker"].sum() == 20 and uring["end_ns"].isna().all()
     assert df[df["kind"] == "lost"]["size"].sum() == 9
+    preads = calls[(calls["name"] == "pread64") & (calls["pid"] == 100)]
+    assert sorted(preads["file_offset"])[:3] == [0, 4096, 8192]
+    # Off-CPU rows say what the thread was off CPU for, not an op code.
+    off = df[df["kind"] == "off_cpu"]
+    assert set(off["name"]) >= {"read", "pread64"} and not any(n.isdigit() for n in off["name"])
 
 
 def test_parquet_round_trip_gives_the_report_figures(trace_path: Path, tmp_path: Path) -> None:
@@ -80,6 +86,35 @@ def test_parquet_round_trip_gives_the_report_figures(trace_path: Path, tmp_path:
     assert lat_us.median() == by[400].requests["latency_us"]["p50"]
     calls = df[(df["kind"] == "syscall") & (df["pid"] == 100)]
     assert calls.groupby("name").size().to_dict() == by[100].syscalls
+
+
+def test_wall_time_comes_from_the_clock_anchor(tmp_path: Path) -> None:
+    b = TraceBuilder()
+    b.syscall(1, 1, "read", 10**12 + 5, 7, ret=1)
+    clock = {"monotonic_ns": 10**12, "realtime_ns": 1_800_000_000 * 10**9}
+    out = tmp_path / "w.parquet"
+    export.export(b.write(tmp_path / "w.trace", meta={"clock": clock}), "parquet", out)
+    row = pq.read_table(out).to_pylist()[0]
+    table = pq.read_table(out)
+    assert table.column("wall_time").cast("int64").to_pylist() == [1_800_000_000 * 10**9 + 5]
+    assert str(row["wall_time"]).startswith("2027-01-15 08:00:00")
+
+
+def test_no_column_needs_quoting_in_sql() -> None:
+    # The words DuckDB (and PostgreSQL) reserve that a trace export could plausibly use.
+    reserved = {"offset", "limit", "order", "group", "end", "user", "table", "column", "default"}
+    assert not reserved & set(export.EXPORT_SCHEMA.names)
+
+
+def test_duckdb_reads_the_export_without_quoting(trace_path: Path, tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    out = tmp_path / "t.parquet"
+    export.export(trace_path, "parquet", out)
+    rows = duckdb.sql(
+        f"select name, count(*), max(file_offset) from '{out}' "
+        "where kind = 'syscall' and pid = 100 group by name order by name"
+    ).fetchall()
+    assert rows == [("pread64", 29, 28 * 4096), ("read", 23, 0)]
 
 
 def test_csv_and_jsonl_hold_the_same_rows(trace_path: Path, tmp_path: Path) -> None:
@@ -224,7 +259,7 @@ def test_lost_events_get_their_own_track(chrome: list[dict[str, Any]]) -> None:
 
 
 def test_nest_clips_a_slice_that_outlives_its_parent() -> None:
-    out = perfetto.nest(
+    out = chrome_json.nest(
         [
             {"_ts": 0, "_end": 100, "name": "parent"},
             {"_ts": 50, "_end": 150, "name": "child"},
@@ -243,6 +278,6 @@ def test_timestamps_keep_nanoseconds(tmp_path: Path) -> None:
     b = TraceBuilder()
     b.syscall(1, 1, "read", 10**12 + 1, 7, ret=1)  # a 7 ns call
     b.syscall(1, 1, "read", 10**12 + 1 * US + 3, 1, ret=1)
-    doc = perfetto.build(session.load(b.write(tmp_path / "ns.trace")))
+    doc = chrome_json.build(session.load(b.write(tmp_path / "ns.trace")))
     xs = sorted((e["ts"], e["dur"]) for e in doc["traceEvents"] if e["ph"] == "X")
     assert xs == [(0.0, 0.007), (1.002, 0.001)]

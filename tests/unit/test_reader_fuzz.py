@@ -138,7 +138,8 @@ def test_nonsense_records_through_the_cli_are_one_line_or_output(tmp_path, capsy
         ["report", str(p), "--json"],
         ["export", str(p), "--format", "jsonl", "-o", str(tmp_path / "n.jsonl")],
         ["export", str(p), "--format", "csv", "-o", str(tmp_path / "n.csv")],
-        ["export", str(p), "--format", "perfetto", "-o", str(tmp_path / "n.json")],
+        ["export", str(p), "--format", "perfetto", "-o", str(tmp_path / "n.pftrace")],
+        ["export", str(p), "--format", "chrome-json", "-o", str(tmp_path / "n.json")],
         ["export", str(p), "--format", "parquet", "-o", str(tmp_path / "n.parquet")],
     ):
         code = main(args)  # an unexpected exception would fail the test here

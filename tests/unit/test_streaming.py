@@ -413,10 +413,10 @@ def test_html_from_a_stream_draws_what_the_whole_trace_draws(tmp_path: Path) -> 
     html_report.MAX_TIMELINE_SEGMENTS = keep
     try:
         small = analysis.analyze_file(path, timeline=True, batch_records=16)
-        fig, note = html_report.timeline(small)
+        tl_fig, note = html_report.timeline(small)
         want_fig, want_note = html_report.timeline(whole)
         assert note == want_note and "longest" in note
-        assert fig.to_json() == want_fig.to_json()
+        assert tl_fig.to_json() == want_fig.to_json()
     finally:
         html_report.MAX_TIMELINE_SEGMENTS = old
 
