@@ -516,7 +516,7 @@ def _end_live_view(
     itself the dashboard stays, says ENDED once the trace is finished and keeps
     the final scoreboard until the user quits (see _summarise)."""
     deadline = time.monotonic() + duration if duration else None
-    while not stopper.event.is_set() and dash.poll() is None and not source.error:
+    while not stopper.event.is_set() and not dash.going() and not source.error:
         if deadline is not None and time.monotonic() >= deadline:
             return
         if all(t.poll() is not None for t in targets):
@@ -699,7 +699,7 @@ def _summary_text(
 def _wait_dashboard(dash: Any, stopper: _Stop) -> None:
     """After the trace is finished: the dashboard shows the final scoreboard until
     the user quits it; a signal to iotrace closes it."""
-    while dash.poll() is None and not stopper.event.is_set():
+    while not dash.going() and not stopper.event.is_set():
         stopper.event.wait(0.05)
     dash.close()
 

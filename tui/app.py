@@ -80,6 +80,15 @@ class DashboardApp(App[None]):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.snapshots_posted = 0
+        self.on_exit: Callable[[], None] | None = None
+        """Called once, as soon as the app is asked to exit (before shutting down)."""
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        hook, self.on_exit = self.on_exit, None
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook()
+        super().exit(*args, **kwargs)
 
     def get_default_screen(self) -> DashboardScreen:
         return DashboardScreen()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from iotrace.command import Credentials
+from iotrace.source import pipe_closed
 
 EXIT_GRACE_S = 1.0
 """How long the dashboard gets to leave the terminal tidy once asked to go."""
@@ -44,25 +46,30 @@ class DashboardProcess:
         with contextlib.suppress(termios.error, OSError, ValueError):
             self._tty_attrs = termios.tcgetattr(sys.stdin.fileno())
         ended_r, self._ended_w = os.pipe()
+        self._going_r, going_w = os.pipe()
         cmd = [sys.executable, "-m", "iotrace.tui.follow", str(trace), "--title", title,
-               "--ended-fd", str(ended_r)]  # fmt: skip
+               "--ended-fd", str(ended_r), "--going-fd", str(going_w)]  # fmt: skip
         kw: dict[str, Any] = {}
         if run_as is not None:
             env = dict(os.environ, HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
             kw = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups),
                   "env": env}  # fmt: skip
         try:
-            self._proc = subprocess.Popen(cmd, pass_fds=(ended_r,), **kw)
+            self._proc = subprocess.Popen(cmd, pass_fds=(ended_r, going_w), **kw)
         finally:
             os.close(ended_r)
+            os.close(going_w)
+        self._going = pipe_closed(self._going_r)
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
-    def poll(self) -> int | None:
-        """The dashboard's exit status once it has gone (the user quit it)."""
-        return self._proc.poll()
+    def going(self) -> bool:
+        """True once the user quit the dashboard (q, Ctrl-C) or it died: it says so
+        first thing, before Textual's shutdown (a second or two on a loaded machine),
+        so the recording stops at once, while the dashboard is still leaving."""
+        return self._going() or self._proc.poll() is not None
 
     def recording_ended(self) -> None:
         """The trace is finished: the dashboard reads it to its end and shows ENDED."""
@@ -77,23 +84,31 @@ class DashboardProcess:
                 self._proc.terminate()
 
     def close(self) -> None:
-        """Make the dashboard go (SIGTERM, SIGKILL after EXIT_GRACE_S) and leave the
-        terminal usable. Returns at once if it has already gone."""
+        """Wait for the dashboard to be gone and leave the terminal usable. One that
+        is not going by itself is asked to (SIGTERM) and killed if it still has not
+        after EXIT_GRACE_S."""
         self.recording_ended()
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.terminate()
+        if not self.going():
+            self.quit()
+        for last in (False, True):
             try:
                 self._proc.wait(EXIT_GRACE_S)
+                break
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                if last:
+                    self._proc.kill()
+                    self._proc.wait()
+                else:
+                    self.quit()
+        if self._going_r >= 0:
+            os.close(self._going_r)
+            self._going_r = -1
         if self._proc.returncode != 0:
             self._restore_terminal()
 
     def _restore_terminal(self) -> None:
         # Nothing to restore on a terminal that has gone (EIO): say nothing.
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, termios.error):
             if self._tty_attrs is not None:
                 termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._tty_attrs)
             os.write(sys.stdout.fileno(), _TERMINAL_RESET.encode())
@@ -129,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("trace")
     ap.add_argument("--title", default="")
     ap.add_argument("--ended-fd", type=int, default=-1)
+    ap.add_argument("--going-fd", type=int, default=-1)
     args = ap.parse_args(argv)
     # A Ctrl-C typed before Textual owns the terminal reaches the recorder too,
     # which then ends the recording and closes this process.
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from iotrace.tui.app import make_app
 
     from iotrace.errors import IotraceError
-    from iotrace.source import FollowSource, pipe_closed
+    from iotrace.source import FollowSource
 
     try:
         source = FollowSource(
@@ -147,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iotrace: dashboard: {exc}", file=sys.stderr)
         return 1
     app = make_app(source, title=args.title)
+    if args.going_fd >= 0:
+        # Closed as the app starts to exit: the recorder stops recording at once.
+        app.on_exit = functools.partial(os.close, args.going_fd)
     _quit_on_signal(app)
     app.run()
     if app.error:
