@@ -6,6 +6,7 @@ as damage, and the end is the footer, or the recorder saying it is done."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -36,7 +37,7 @@ def whole(tmp_path_factory) -> tuple[Path, synthetic.SyntheticTrace]:
 
 def _drain(src, *, until_none: bool = True, reads: int = 10_000):
     """Every batch until the source ends (or `reads` reads)."""
-    got = []
+    got: list = []
     for _ in range(reads):
         b = src.read(0.0)
         if b is None:
@@ -64,7 +65,7 @@ def test_a_file_written_in_pieces_arrives_whole_and_in_order(whole, tmp_path):
     cuts = sorted({meta_end, *rng.integers(meta_end, len(data), 60).tolist(), len(data)})
     batches = []
     with open(path, "ab") as f:
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        for a, b in itertools.pairwise(cuts):
             f.write(data[a:b])
             f.flush()
             got, finished = _drain(src, until_none=False, reads=30)
@@ -83,7 +84,7 @@ def test_a_file_written_in_pieces_arrives_whole_and_in_order(whole, tmp_path):
 
 
 def test_follow_and_replay_read_a_saved_trace_the_same(whole):
-    path, trace = whole
+    path, _trace = whole
     followed, done_f = _drain(FollowSource(path))
     replayed, done_r = _drain(ReplaySource(path))
     assert done_f and done_r
