@@ -18,6 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+
+# Imported here, not on the detaching thread: an import there could wait on a
+# module lock the main thread holds (it imports the report's modules meanwhile).
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,6 +333,29 @@ def _record(
     extra_meta: dict[str, Any],
     overhead_baseline: dict[str, dict[str, Any]] | None = None,
 ) -> int:
+    """_record_traced, with the dashboard when there is a terminal: started first,
+    so that its Python and Textual start while the probes compile, and gone (and
+    the terminal restored) whatever way the recording ends."""
+    dash = _dashboard(out) if not args.no_tui and stdout_is_tty() else None
+    try:
+        return _record_traced(
+            args, command, out, stopper, start_targets, extra_meta, overhead_baseline, dash
+        )
+    finally:
+        if dash is not None:
+            dash.close()
+
+
+def _record_traced(
+    args: argparse.Namespace,
+    command: str,
+    out: Path,
+    stopper: _Stop,
+    start_targets: Callable[[], list[Target]],
+    extra_meta: dict[str, Any],
+    overhead_baseline: dict[str, dict[str, Any]] | None,
+    dash: Any,
+) -> int:
     """Trace until the targets end, the duration is up, or a signal asks to stop.
     With `overhead_baseline` (the workloads' untraced results), the footer also
     gets the comparison with the traced run.
@@ -354,7 +381,6 @@ def _record(
     targets: list[Target] = []
     writer: session.TraceWriter | None = None
     source: LiveSource | None = None
-    dash: Any = None
     write_failed = ""
     try:
         targets = start_targets()
@@ -388,11 +414,13 @@ def _record(
         }
         writer = session.TraceWriter(out, meta, force=args.force)
         _chown_to_invoker(out)
+        if dash is not None:
+            dash.recording_started()
         for t in targets:
             for pid in t.pids:
                 registry.label(pid, t.label)
                 registry.add(pid, pid)
-        use_tui = not args.no_tui and stdout_is_tty()
+        use_tui = dash is not None
         source = LiveSource(
             prog,
             writer,
@@ -414,8 +442,7 @@ def _record(
         for t in targets:
             t.release()
         _announce(targets, args, out, use_tui)
-        if use_tui:
-            dash = _dashboard(out, " ".join(t.label for t in targets))
+        if dash is not None:
             # Until the user quits the dashboard (targets still running are then
             # stopped below, as after Ctrl-C) or the run ends by itself.
             _end_live_view(targets, args.duration, stopper, source, dash)
@@ -471,14 +498,14 @@ def _after_write_failure(
         _wait_targets(targets, None, stopper, None)
 
 
-def _dashboard(out: Path, title: str) -> Any:
+def _dashboard(out: Path) -> Any:
     """The dashboard, started in its own process following `out` as it is written,
     as the user behind sudo (who owns the file). The recorder keeps the probes,
     the drain and the writer to itself: a dashboard frame never delays a drain,
     and nothing the dashboard does (or fails to do) can block the recording."""
     from iotrace.tui.follow import DashboardProcess
 
-    return DashboardProcess(out, title, invoking_user())
+    return DashboardProcess(out, invoking_user())
 
 
 @contextlib.contextmanager
@@ -642,7 +669,6 @@ def _detach(prog: Any) -> None:
         if isinstance(table, dict) and callable(detach):
             jobs.extend((detach, key) for key in list(table))
     if len(jobs) > 1:
-        from concurrent.futures import ThreadPoolExecutor
 
         def one(job: tuple[Callable[[Any], Any], Any]) -> None:
             with contextlib.suppress(Exception):  # left to prog.close()
@@ -653,26 +679,31 @@ def _detach(prog: Any) -> None:
     prog.close()
 
 
-class _Abandoned(BaseException):
-    """A signal while the summary was being made: the trace is already whole."""
+class _Abandon:
+    """While the summary is made (seconds for a big trace) and the dashboard shows
+    the final scoreboard, a new SIGINT/SIGTERM/SIGHUP gives up on both: the trace is
+    complete by then, and a terminal that closed must not keep iotrace running to
+    print to nobody. The summary is made on a thread so that giving up is just not
+    waiting for it (raising from the handler instead could interrupt an import and
+    leave its lock held: the detaching thread then waited on it for ever)."""
 
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum = 0
 
-@contextlib.contextmanager
-def _abandon_on_signal() -> Iterator[None]:
-    """While the summary is made (seconds for a big trace), SIGTERM/SIGHUP/SIGINT
-    give up on it: the trace is complete by then, and a terminal that closed must
-    not keep iotrace running to print to nobody."""
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.signum = self.signum or signum
+        self.event.set()
 
-    def give_up(signum: int, _frame: object) -> None:
-        raise _Abandoned(signum)
-
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, give_up) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        old = {s: signal.signal(s, self) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 def _summary_text(
@@ -696,11 +727,11 @@ def _summary_text(
     return text
 
 
-def _wait_dashboard(dash: Any, stopper: _Stop) -> None:
+def _wait_dashboard(dash: Any, stopper: _Stop, abandon: _Abandon) -> None:
     """After the trace is finished: the dashboard shows the final scoreboard until
     the user quits it; a signal to iotrace closes it."""
-    while not dash.going() and not stopper.event.is_set():
-        stopper.event.wait(0.05)
+    while not dash.going() and not stopper.event.is_set() and not abandon.event.is_set():
+        abandon.event.wait(0.05)
     dash.close()
 
 
@@ -750,18 +781,33 @@ def _summarise(
     quiet = bool(getattr(args, "quiet", False))
     # SIGHUP: the terminal went away, there is nobody to print to.
     wanted = summary_file is not None or not (quiet or stopper.signum == signal.SIGHUP)
-    text = ""
-    try:
-        with _abandon_on_signal():
-            if wanted:
-                text = _summary_text(out, writer, lost, overhead)
-            if dash is not None:
-                _wait_dashboard(dash, stopper)
-    except _Abandoned as exc:
+    made: list[str] = []
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            made.append(_summary_text(out, writer, lost, overhead))
+        except BaseException as exc:  # said in one line below
+            failed.append(exc)
+
+    abandon = _Abandon()
+    with abandon.installed():
+        maker = threading.Thread(target=make, name="iotrace-summary", daemon=True)
+        if wanted:
+            maker.start()
+        if dash is not None:
+            _wait_dashboard(dash, stopper, abandon)
+        while maker.is_alive() and not abandon.event.is_set():
+            maker.join(0.05)
+    if abandon.event.is_set():
         if dash is not None:
             dash.close()
-        signum = int(exc.args[0])
-        return 128 + (stopper.signum or signum)
+        return 128 + (stopper.signum or abandon.signum)
+    text = made[0] if made else ""
+    if failed:
+        exc = failed[0]
+        why = str(exc) if isinstance(exc, IotraceError) else f"{type(exc).__name__}: {exc}"
+        print(f"iotrace: the summary could not be made: {why}", file=sys.stderr)
     summary_failed = False
     if text and summary_file is not None:
         summary_failed = not _write_summary_file(Path(summary_file), text)

@@ -23,12 +23,15 @@ import subprocess
 import sys
 import termios
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from iotrace.command import Credentials
 from iotrace.source import pipe_closed
 
+STARTED = b"\x01"
+"""The one byte ever written to the ended pipe: the trace file is there to follow."""
 EXIT_GRACE_S = 1.0
 """How long the dashboard gets to leave the terminal tidy once asked to go."""
 _TERMINAL_RESET = (
@@ -41,13 +44,16 @@ what Textual leaves on when it is killed before it can restore the terminal."""
 class DashboardProcess:
     """The dashboard child, seen from the recorder."""
 
-    def __init__(self, trace: Path, title: str, run_as: Credentials | None) -> None:
+    def __init__(self, trace: Path, run_as: Credentials | None) -> None:
+        """Started before the probes are compiled: Python and Textual take seconds to
+        start on a loaded machine, and meanwhile the child waits, drawing nothing,
+        until `recording_started()` (the file may still hold an older trace before)."""
         self._tty_attrs: Any = None
         with contextlib.suppress(termios.error, OSError, ValueError):
             self._tty_attrs = termios.tcgetattr(sys.stdin.fileno())
         ended_r, self._ended_w = os.pipe()
         self._going_r, going_w = os.pipe()
-        cmd = [sys.executable, "-m", "iotrace.tui.follow", str(trace), "--title", title,
+        cmd = [sys.executable, "-m", "iotrace.tui.follow", str(trace),
                "--ended-fd", str(ended_r), "--going-fd", str(going_w)]  # fmt: skip
         kw: dict[str, Any] = {}
         if run_as is not None:
@@ -60,6 +66,8 @@ class DashboardProcess:
             os.close(ended_r)
             os.close(going_w)
         self._going = pipe_closed(self._going_r)
+        self._started = False
+        self._closed = False
 
     @property
     def pid(self) -> int:
@@ -70,6 +78,14 @@ class DashboardProcess:
         first thing, before Textual's shutdown (a second or two on a loaded machine),
         so the recording stops at once, while the dashboard is still leaving."""
         return self._going() or self._proc.poll() is not None
+
+    def recording_started(self) -> None:
+        """The trace file is created and its metadata written: the dashboard opens it.
+        One byte in an empty pipe: this never blocks."""
+        if self._ended_w >= 0 and not self._started:
+            self._started = True
+            with contextlib.suppress(OSError):  # the dashboard is gone: going() says so
+                os.write(self._ended_w, STARTED)
 
     def recording_ended(self) -> None:
         """The trace is finished: the dashboard reads it to its end and shows ENDED."""
@@ -87,6 +103,8 @@ class DashboardProcess:
         """Wait for the dashboard to be gone and leave the terminal usable. One that
         is not going by itself is asked to (SIGTERM) and killed if it still has not
         after EXIT_GRACE_S."""
+        if self._closed:
+            return
         self.recording_ended()
         if not self.going():
             self.quit()
@@ -103,7 +121,9 @@ class DashboardProcess:
         if self._going_r >= 0:
             os.close(self._going_r)
             self._going_r = -1
-        if self._proc.returncode != 0:
+        self._closed = True
+        if self._started and self._proc.returncode != 0:
+            # Only a dashboard that had the trace to show took the terminal over.
             self._restore_terminal()
 
     def _restore_terminal(self) -> None:
@@ -139,30 +159,42 @@ def _quit_on_signal(app: Any) -> None:
     threading.Thread(target=quit_app, name="iotrace-quit", daemon=True).start()
 
 
+def _title(meta: dict[str, Any]) -> str:
+    targets = meta.get("targets")
+    if not isinstance(targets, list):
+        return ""
+    return " ".join(str(t.get("label", "")) for t in targets if isinstance(t, dict))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="iotrace-dashboard")
     ap.add_argument("trace")
-    ap.add_argument("--title", default="")
+    ap.add_argument("--title", default="", help="default: the targets' labels")
     ap.add_argument("--ended-fd", type=int, default=-1)
     ap.add_argument("--going-fd", type=int, default=-1)
     args = ap.parse_args(argv)
     # A Ctrl-C typed before Textual owns the terminal reaches the recorder too,
     # which then ends the recording and closes this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The slow part of starting, done while the recorder compiles its probes.
     from iotrace.tui.app import make_app
 
     from iotrace.errors import IotraceError
     from iotrace.source import FollowSource
 
+    ended: Callable[[], bool] = lambda: False  # noqa: E731
+    if args.ended_fd >= 0:
+        # Blocks until the recorder has created the trace (STARTED), or has ended
+        # without one (EOF: it says why itself) or died.
+        if os.read(args.ended_fd, 1) != STARTED:
+            return 0
+        ended = pipe_closed(args.ended_fd)
     try:
-        source = FollowSource(
-            Path(args.trace),
-            recording_ended=pipe_closed(args.ended_fd) if args.ended_fd >= 0 else lambda: False,
-        )
+        source = FollowSource(Path(args.trace), recording_ended=ended)
     except IotraceError as exc:
         print(f"iotrace: dashboard: {exc}", file=sys.stderr)
         return 1
-    app = make_app(source, title=args.title)
+    app = make_app(source, title=args.title or _title(source.meta))
     if args.going_fd >= 0:
         # Closed as the app starts to exit: the recorder stops recording at once.
         app.on_exit = functools.partial(os.close, args.going_fd)
