@@ -101,6 +101,17 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
         help="a record for every call: do not fold EAGAIN retries, empty waits and "
         "repeats under load into run records (a storm may then overflow the ring)",
     )
+    p.add_argument(
+        "--summary-file",
+        metavar="FILE",
+        help="write the end-of-run summary to FILE instead of standard error",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no summary and no progress lines at the end of the run (errors still show)",
+    )
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
 
 

@@ -18,6 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+
+# Imported here, not on the detaching thread: an import there could wait on a
+# module lock the main thread holds (it imports the report's modules meanwhile).
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,8 @@ from iotrace.errors import (
     UsageError,
 )
 
+RECORDER_NICE = -10
+"""The drain and trace writer threads' niceness: ahead of the targets and the dashboard."""
 SUMMARY_MAX_EVENTS = 20_000_000
 """Above this, the end of a run prints counts only (see _summarise)."""
 CAP_PERFMON = 38
@@ -328,6 +333,29 @@ def _record(
     extra_meta: dict[str, Any],
     overhead_baseline: dict[str, dict[str, Any]] | None = None,
 ) -> int:
+    """_record_traced, with the dashboard when there is a terminal: started first,
+    so that its Python and Textual start while the probes compile, and gone (and
+    the terminal restored) whatever way the recording ends."""
+    dash = _dashboard(out) if not args.no_tui and stdout_is_tty() else None
+    try:
+        return _record_traced(
+            args, command, out, stopper, start_targets, extra_meta, overhead_baseline, dash
+        )
+    finally:
+        if dash is not None:
+            dash.close()
+
+
+def _record_traced(
+    args: argparse.Namespace,
+    command: str,
+    out: Path,
+    stopper: _Stop,
+    start_targets: Callable[[], list[Target]],
+    extra_meta: dict[str, Any],
+    overhead_baseline: dict[str, dict[str, Any]] | None,
+    dash: Any,
+) -> int:
     """Trace until the targets end, the duration is up, or a signal asks to stop.
     With `overhead_baseline` (the workloads' untraced results), the footer also
     gets the comparison with the traced run.
@@ -343,6 +371,9 @@ def _record(
 
     opts = _program_options(args)
     ks = kheaders.configure()
+    if not getattr(args, "quiet", False):
+        # Compiling takes seconds on a cold start: say so rather than sit silent.
+        print("iotrace: compiling and loading probes...", file=sys.stderr, flush=True)
     prog = bcc_source.load(opts)
     if stopper.event.is_set():
         prog.close()
@@ -385,23 +416,27 @@ def _record(
         }
         writer = session.TraceWriter(out, meta, force=args.force)
         _chown_to_invoker(out)
+        if dash is not None:
+            dash.recording_started()
         for t in targets:
             for pid in t.pids:
                 registry.label(pid, t.label)
                 registry.add(pid, pid)
-        use_tui = not args.no_tui and stdout_is_tty()
+        use_tui = dash is not None
         source = LiveSource(
             prog,
             writer,
             meta,
             registry,
-            consumer=use_tui,
+            # The dashboard reads the trace file in its own process (tui/follow.py).
+            consumer=False,
             drain_interval_s=args.drain_ms / 1000,
         )
         prog.add_pids(p for t in targets for p in t.pids)
         if overhead_baseline is not None:
             source.count_events_of(p for t in targets for p in t.pids)
-        source.start()
+        with _raised_priority():
+            source.start()  # the drain and writer threads keep the priority
         if stopper.event.is_set():
             # A signal while starting: the targets never ran; the (empty) trace
             # is still closed properly below.
@@ -409,36 +444,37 @@ def _record(
         for t in targets:
             t.release()
         _announce(targets, args, out, use_tui)
-        if use_tui:
-            # The dashboard returns when the user quits; targets that are
-            # still running are stopped below, like after Ctrl-C.
-            watcher = threading.Thread(
-                target=_end_live_view,
-                args=(targets, args.duration, stopper, source),
-                daemon=True,
-            )
-            watcher.start()
-            _dashboard(source, " ".join(t.label for t in targets), stopper)
+        if dash is not None:
+            # Until the user quits the dashboard (targets still running are then
+            # stopped below, as after Ctrl-C) or the run ends by itself.
+            _end_live_view(targets, args.duration, stopper, source, dash)
         else:
             _wait_targets(targets, args.duration, stopper, source)
         if source.error and not stopper.event.is_set():
             write_failed = source.error
+            if dash is not None:
+                dash.close()  # the error is said on the terminal, not under the dashboard
             _after_write_failure(write_failed, command, targets, stopper, source, prog)
     finally:
-        results, footer = _finish(targets, source, writer, prog, overhead_baseline)
-    assert writer is not None and source is not None
-    if source.error and source.error != write_failed:
-        print(f"iotrace: {source.error}", file=sys.stderr)
-    return _summarise(
-        out,
-        writer,
-        results,
-        stopper,
-        command,
-        lost=source.lost_total,
-        reported=bool(write_failed),
-        overhead=footer.get("overhead"),
-    )
+        results, footer, detaching = _finish(targets, source, writer, prog, overhead_baseline, dash)
+    try:
+        assert writer is not None and source is not None
+        if source.error and source.error != write_failed:
+            print(f"iotrace: {source.error}", file=sys.stderr)
+        return _summarise(
+            args,
+            out,
+            writer,
+            results,
+            stopper,
+            command,
+            lost=source.lost_total,
+            reported=bool(write_failed),
+            overhead=footer.get("overhead"),
+            dash=dash,
+        )
+    finally:
+        detaching.join()
 
 
 def _after_write_failure(
@@ -464,35 +500,36 @@ def _after_write_failure(
         _wait_targets(targets, None, stopper, None)
 
 
-def _dashboard(source: Any, title: str, stopper: _Stop) -> None:
-    """The dashboard until the user quits it, or until SIGTERM/SIGHUP (the
-    terminal closed, a kill): without this, a closed terminal would leave the
-    dashboard running for ever on a dead tty, and the probes attached."""
-    from iotrace.tui.app import make_app
+def _dashboard(out: Path) -> Any:
+    """The dashboard, started in its own process following `out` as it is written,
+    as the user behind sudo (who owns the file). The recorder keeps the probes,
+    the drain and the writer to itself: a dashboard frame never delays a drain,
+    and nothing the dashboard does (or fails to do) can block the recording."""
+    from iotrace.tui.follow import DashboardProcess
 
-    app = make_app(source, title=title)
-    done = threading.Event()
+    return DashboardProcess(out, invoking_user())
 
-    def quit_on_signal() -> None:
-        stopper.event.wait()
-        while not done.is_set():
-            try:
-                app.call_from_thread(app.exit)
-                return
-            except Exception:  # not running yet, or already gone
-                done.wait(0.05)
 
-    threading.Thread(target=quit_on_signal, name="iotrace-stop", daemon=True).start()
+@contextlib.contextmanager
+def _raised_priority() -> Iterator[None]:
+    """Threads started inside run at nice -10 (Linux: the niceness is per thread
+    and new threads inherit it), so draining keeps up on a busy machine; this
+    thread, and the dashboard and targets it starts, keep their own."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
     try:
-        app.run()
+        os.setpriority(os.PRIO_PROCESS, 0, min(before, RECORDER_NICE))
+    except OSError:  # not root, or capped by RLIMIT_NICE: record at the usual priority
+        yield
+        return
+    try:
+        yield
     finally:
-        done.set()
-    if app.error:
-        raise IotraceError(app.error)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: bool) -> None:
-    if tui:
+    if tui or getattr(args, "quiet", False):
         return
     what = ", ".join(t.label for t in targets)
     until = f"for {args.duration:g} s" if args.duration else "until they finish"
@@ -500,17 +537,22 @@ def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: b
 
 
 def _end_live_view(
-    targets: list[Target], duration: float | None, stopper: _Stop, source: Any
+    targets: list[Target], duration: float | None, stopper: _Stop, source: Any, dash: Any
 ) -> None:
-    """In dashboard mode: once the targets end or the duration is up, stop what
-    we started and end the source, so the screen says the run ended and keeps
-    the final scoreboard until the user quits."""
-    _wait_targets(targets, duration, stopper, source)
-    for t in targets:
-        if t.own:
-            with contextlib.suppress(Exception):
-                t.stop()
-    source.stop()
+    """In dashboard mode: until the targets end, the duration is up, a stop is
+    asked for, the recording failed or the user quit the dashboard (q, Ctrl-C,
+    or it died: the recording then stops as after q). When the run ends by
+    itself the dashboard stays, says ENDED once the trace is finished and keeps
+    the final scoreboard until the user quits (see _summarise)."""
+    deadline = time.monotonic() + duration if duration else None
+    while not stopper.event.is_set() and not dash.going() and not source.error:
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if all(t.poll() is not None for t in targets):
+            return
+        stopper.event.wait(0.05)
+    if stopper.event.is_set():
+        dash.quit()  # SIGTERM/SIGHUP/Ctrl-C to iotrace: the dashboard goes too
 
 
 def _wait_targets(
@@ -567,10 +609,12 @@ def _finish(
     writer: session.TraceWriter | None,
     prog: Any,
     overhead_baseline: dict[str, dict[str, Any]] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    dash: Any = None,
+) -> tuple[dict[str, Any], dict[str, Any], threading.Thread]:
     """Stop what we started, drain the rest, close the file, detach probes.
-    Runs on every exit path, Ctrl-C included. Returns the targets' results and
-    the footer written."""
+    Runs on every exit path, Ctrl-C included. Returns the targets' results, the
+    footer written, and the thread detaching the probes (join it before exiting:
+    the summary is made meanwhile)."""
     results: dict[str, Any] = {}
     footer: dict[str, Any] = {"results": results}
     try:
@@ -600,11 +644,101 @@ def _finish(
         if source is not None:
             source.close()
     finally:
-        prog.close()
-    return results, footer
+        if dash is not None:
+            dash.recording_ended()  # the dashboard reads the footer and says ENDED
+        detaching = threading.Thread(target=_detach, args=(prog,), name="iotrace-detach")
+        detaching.start()
+    return results, footer, detaching
+
+
+def _detach(prog: Any) -> None:
+    """Detach the probes and free the maps (BpfProgram.close detaches side by side;
+    the drain has usually detached already, before its last read)."""
+    prog.close()
+
+
+class _Abandon:
+    """While the summary is made (seconds for a big trace) and the dashboard shows
+    the final scoreboard, a new SIGINT/SIGTERM/SIGHUP gives up on both: the trace is
+    complete by then, and a terminal that closed must not keep iotrace running to
+    print to nobody. The summary is made on a thread so that giving up is just not
+    waiting for it (raising from the handler instead could interrupt an import and
+    leave its lock held: the detaching thread then waited on it for ever)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum = 0
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.signum = self.signum or signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        old = {s: signal.signal(s, self) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _summary_text(
+    out: Path, writer: session.TraceWriter, lost: int, overhead: dict[str, Any] | None
+) -> str:
+    from iotrace import report
+
+    if writer.events_written <= SUMMARY_MAX_EVENTS:
+        # Streamed from the file (bounded memory); it carries the overhead table too.
+        return report.summary_text(out).rstrip("\n") + "\n"
+    # The table takes about half a second per million records: after a very
+    # long run, ending promptly matters more.
+    text = (
+        f"{writer.events_written:,} events, lost events: {lost:,}; "
+        f"for the summary run 'iotrace report {out}'\n"
+    )
+    if overhead is not None:
+        from iotrace.overhead import render
+
+        text += render(overhead).rstrip("\n") + "\n"
+    return text
+
+
+def _wait_dashboard(dash: Any, stopper: _Stop, abandon: _Abandon) -> None:
+    """After the trace is finished: the dashboard shows the final scoreboard until
+    the user quits it; a signal to iotrace closes it."""
+    while not dash.going() and not stopper.event.is_set() and not abandon.event.is_set():
+        abandon.event.wait(0.05)
+    dash.close()
+
+
+def _emit(text: str) -> None:
+    # stderr, as strace -c does: a traced command's own output keeps stdout.
+    # A terminal that has gone (EIO) is not an error worth a traceback.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def _write_summary_file(path: Path, text: str) -> bool:
+    """--summary-file: written like the trace (never through a symlink), and
+    given to the user behind sudo."""
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        print(f"iotrace: cannot write the summary to {path}: {exc.strerror}", file=sys.stderr)
+        return False
+    _chown_to_invoker(path)
+    return True
 
 
 def _summarise(
+    args: argparse.Namespace,
     out: Path,
     writer: session.TraceWriter,
     results: dict[str, Any],
@@ -614,27 +748,54 @@ def _summarise(
     lost: int = 0,
     reported: bool = False,
     overhead: dict[str, Any] | None = None,
+    dash: Any = None,
 ) -> int:
-    from iotrace import report
-
+    """The end of a run: the summary (to stderr, to --summary-file, or none with
+    -q), then "trace saved" and the exit status. With a dashboard the summary is
+    made while it still shows the final scoreboard, and printed once it is gone."""
     if writer.error and not reported:
         print(f"iotrace: {writer.error}", file=sys.stderr)
-    if writer.events_written <= SUMMARY_MAX_EVENTS:
-        # Streamed from the file (bounded memory); it carries the overhead table too.
-        print(report.summary_text(out))
-    else:
-        # The table takes about half a second per million records: after a very
-        # long run, ending promptly matters more.
-        print(
-            f"{writer.events_written:,} events, lost events: {lost:,}; "
-            f"for the summary run 'iotrace report {out}'"
-        )
-        if overhead is not None:
-            from iotrace.overhead import render
+    summary_file = getattr(args, "summary_file", None)
+    quiet = bool(getattr(args, "quiet", False))
+    # SIGHUP: the terminal went away, there is nobody to print to.
+    wanted = summary_file is not None or not (quiet or stopper.signum == signal.SIGHUP)
+    made: list[str] = []
+    failed: list[BaseException] = []
 
-            print(render(overhead))
-    print(f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)")
-    if writer.error:
+    def make() -> None:
+        try:
+            made.append(_summary_text(out, writer, lost, overhead))
+        except BaseException as exc:  # said in one line below
+            failed.append(exc)
+
+    abandon = _Abandon()
+    with abandon.installed():
+        maker = threading.Thread(target=make, name="iotrace-summary", daemon=True)
+        if wanted:
+            maker.start()
+        if dash is not None:
+            _wait_dashboard(dash, stopper, abandon)
+        while maker.is_alive() and not abandon.event.is_set():
+            maker.join(0.05)
+    if abandon.event.is_set():
+        if dash is not None:
+            dash.close()
+        return 128 + (stopper.signum or abandon.signum)
+    text = made[0] if made else ""
+    if failed:
+        exc = failed[0]
+        why = str(exc) if isinstance(exc, IotraceError) else f"{type(exc).__name__}: {exc}"
+        print(f"iotrace: the summary could not be made: {why}", file=sys.stderr)
+    summary_failed = False
+    if text and summary_file is not None:
+        summary_failed = not _write_summary_file(Path(summary_file), text)
+    elif text and stopper.signum != signal.SIGHUP:
+        _emit(text)
+    if not quiet and stopper.signum != signal.SIGHUP:
+        _emit(
+            f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)\n"
+        )
+    if writer.error or summary_failed:
         return EXIT_IO
     if stopper.signum in (signal.SIGTERM, signal.SIGHUP):
         return 128 + stopper.signum

@@ -12,13 +12,14 @@ import gc
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from iotrace.tui.lanes import BasePainter
 from iotrace.tui.messages import SnapshotTaken, SourceEnded, SourceFailed
 from iotrace.tui.model import DEFAULT_MAX_EVENTS, Aggregator
 from iotrace.tui.screens.dashboard import DashboardScreen
 from textual.app import App
+from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.driver import Driver
 
@@ -37,6 +38,11 @@ class DashboardApp(App[None]):
     CSS_PATH = "iotrace.tcss"
     TITLE = "iotrace"
     ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Textual only says "press q"; here Ctrl-C does what it does everywhere
+        # else in iotrace: stop (a live run stops its probes and saves the trace).
+        Binding("ctrl+c", "quit", show=False, priority=True),
+    ]
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's choice, except its Linux driver becomes one that survives the
@@ -74,6 +80,15 @@ class DashboardApp(App[None]):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.snapshots_posted = 0
+        self.on_exit: Callable[[], None] | None = None
+        """Called once, as soon as the app is asked to exit (before shutting down)."""
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        hook, self.on_exit = self.on_exit, None
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook()
+        super().exit(*args, **kwargs)
 
     def get_default_screen(self) -> DashboardScreen:
         return DashboardScreen()

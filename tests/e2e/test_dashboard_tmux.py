@@ -132,3 +132,84 @@ def test_run_dashboard_in_tmux_then_view(tmux_ok, tmp_path):
         tv.keys("q")
     finally:
         tv.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _has_footer(trace: Path) -> bool:
+    """The END. chunk is on disk (the footer is the file's last chunk)."""
+    try:
+        with open(trace, "rb") as f:
+            f.seek(max(trace.stat().st_size - (1 << 16), 0))
+            return b"END." in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("moment", ["during the run", "right after q", "during the summary"])
+def test_closing_the_terminal_ends_iotrace_within_2_s_with_a_whole_trace(tmux_ok, tmp_path, moment):
+    """The terminal goes away (tmux kill-session: SIGHUP, a dead pty) at any point
+    of a dashboard run: iotrace (the recorder) and its dashboard process are gone
+    within 2 s, the workloads stopped, the probes detached, the trace complete."""
+    from test_reliability import (
+        assert_gone,
+        assert_progs_gone,
+        descendants,
+        held_prog_ids,
+        start_time,
+    )
+
+    from iotrace import session
+
+    trace = tmp_path / "closed.trace"
+    env = f"BCC_KERNEL_SOURCE={os.environ.get('BCC_KERNEL_SOURCE', '/tmp/kh/tree')}"
+    name = f"iotrace-e2e-close-{moment.split()[-1]}"
+    tm = Tmux(name, f"cd {tmp_path} && {env} {IOTRACE} run -o {trace}; sleep 30")
+    killed = False
+    try:
+        for model in MODELS:
+            tm.wait_for(rf"(?m)^ \S+\s+{re.escape(model)}\s", 90)
+        pane = int(
+            subprocess.run(
+                ["tmux", "display", "-p", "-t", name, "#{pane_pid}"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        tree = descendants(pane)
+        recorder = next(p for p in tree if held_prog_ids(p))
+        progs = held_prog_ids(recorder)
+        below = descendants(recorder)
+        dashboards = [p for p in below if "iotrace.tui.follow" in _cmdline(p)]
+        assert len(dashboards) == 1, {p: _cmdline(p) for p in below}
+        time.sleep(3.0)
+        if moment != "during the run":
+            tm.keys("q")
+            if moment == "right after q":
+                time.sleep(0.5)
+            else:
+                deadline = time.monotonic() + 30
+                while not _has_footer(trace) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert _has_footer(trace)
+        alive_at_kill = start_time(recorder) is not None
+        t0 = time.monotonic()
+        tm.close()
+        killed = True
+        while start_time(recorder) is not None and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+    finally:
+        if not killed:
+            tm.close()
+    print(f"{moment}: iotrace alive at the kill: {alive_at_kill}; gone after {took:.2f} s")
+    assert took <= 2.0, f"iotrace still ran {took:.1f} s after its terminal closed"
+    assert_gone(below, within_s=0.5)  # workloads and the dashboard
+    assert_progs_gone(progs)
+    t = session.load(trace)
+    assert t.complete, t.damage
+    assert len(t.events) > 0

@@ -56,7 +56,7 @@ def test_footer_compares_them_with_the_records_of_each_workload(run):
 
 def test_summary_prints_the_overhead_table(run):
     _, proc = run
-    out = proc.stdout
+    out = proc.stderr
     assert "OVERHEAD (untraced run, then traced" in out
     table = out[out.index("OVERHEAD") : out.index("trace saved:")]
     assert "\nlibaio " in table and "\nsync-blocking " in table
@@ -70,6 +70,6 @@ def test_report_shows_the_overhead_again(run):
     text = iotrace("report", str(t.path))
     assert text.returncode == 0, text.stderr
     table = text.stdout[text.stdout.index("OVERHEAD") :]
-    assert table.strip() in proc.stdout
+    assert table.strip() in proc.stderr
     doc = json.loads(iotrace("report", "--json", str(t.path)).stdout)
     assert doc["overhead"] == t.footer["overhead"]

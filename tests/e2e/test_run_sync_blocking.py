@@ -59,8 +59,10 @@ def test_every_pipe_read_sleeps_through_the_producer_pause(run):
 
 def test_summary_is_printed_and_report_prints_the_same_table(run):
     _, proc, out = run
-    assert "LAT p50(us)" in proc.stdout and "BLOCK%" in proc.stdout
-    assert f"trace saved: {out}" in proc.stdout
+    # On stderr, as strace -c: stdout stays the traced program's.
+    assert "LAT p50(us)" in proc.stderr and "BLOCK%" in proc.stderr
+    assert f"trace saved: {out}" in proc.stderr
+    assert "LAT p50(us)" not in proc.stdout and "trace saved" not in proc.stdout
     # `iotrace report` needs no root: run it as nobody on a copy nobody can read
     pub = Path(tempfile.mkdtemp(prefix="iotrace-e2e-"))  # pytest's tmp is root-only
     pub.chmod(0o755)
@@ -72,7 +74,7 @@ def test_summary_is_printed_and_report_prints_the_same_table(run):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert rep.returncode == 0, rep.stderr
-    table = proc.stdout.split("trace saved:")[0].strip()
+    table = proc.stderr[proc.stderr.index("iotrace report:") :].split("trace saved:")[0].strip()
     assert _body(rep.stdout) == _body(table)
 
 

@@ -30,6 +30,34 @@ def test_command_is_traced_from_exec_with_its_exit_code(tmp_path, readloop):
     assert not t.stats.get("unmatched_exit")
 
 
+def test_the_commands_output_alone_is_on_stdout(tmp_path):
+    """`iotrace trace --no-tui -- CMD > out`: out holds CMD's output only; the
+    summary and the "trace saved" line are on stderr (as strace -c does)."""
+    out = tmp_path / "echo.trace"
+    proc = iotrace("trace", "--no-tui", "-o", str(out), "--", "sh", "-c", "echo fio says hi")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "fio says hi\n"
+    assert "LAT p50(us)" in proc.stderr and f"trace saved: {out}" in proc.stderr
+    assert "compiling" in proc.stderr  # said before the seconds compiling takes
+
+
+def test_summary_file_and_quiet(tmp_path):
+    out, summary = tmp_path / "q.trace", tmp_path / "summary.txt"
+    proc = iotrace(
+        "trace", "--no-tui", "-q", "--summary-file", str(summary), "-o", str(out),
+        "--", "sh", "-c", "echo hi; exit 3",
+    )  # fmt: skip
+    assert proc.returncode == 3  # the command's status
+    assert proc.stdout == "hi\n" and proc.stderr == ""
+    text = summary.read_text()
+    assert "LAT p50(us)" in text and "complete" in text
+    rep = iotrace("report", str(out))
+    assert rep.stdout.splitlines()[1:] == text.splitlines()[1:]
+    quiet = iotrace("trace", "--no-tui", "-q", "-o", str(tmp_path / "q2.trace"), "--", "true")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    assert session.load(tmp_path / "q2.trace").complete
+
+
 def test_pid_is_traced_and_left_running(tmp_path):
     # A process already running before tracing starts, reading a pipe every 20 ms.
     code = (
@@ -70,7 +98,7 @@ def test_ring_buffer_overflow_is_counted_and_reported(tmp_path, readloop):
     assert (lost["end_ns"] > lost["ts_ns"]).all()  # a dated range, never idle time
     recorded = int(((t.events["kind"] == events.Kind.SYSCALL) & (t.events["size"] == 1)).sum())
     assert recorded + int(lost["size"].sum()) >= 600_000
-    assert "LOST EVENTS" in proc.stdout
+    assert "LOST EVENTS" in proc.stderr
     rep = iotrace("report", str(out))
     assert "LOST EVENTS" in rep.stdout and "range" in rep.stdout
 
