@@ -19,7 +19,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-SCHEMA_VERSION: Final = (1, 0)
+SCHEMA_VERSION: Final = (2, 0)
 """Major.minor of the record layout and trace file; a reader refuses a newer major."""
 
 
@@ -190,9 +190,12 @@ def op_name(kind: int, op: int) -> str:
 
 
 def comm_from_words(key: int, user_data: int) -> str:
-    """Decode the 16-byte comm a TASK record carries in key + user_data."""
+    """Decode the 16-byte comm a TASK record carries in key + user_data, escaped
+    (a name is bytes, see iotrace.text)."""
+    from iotrace.text import escape_bytes
+
     raw = key.to_bytes(8, "little") + user_data.to_bytes(8, "little")
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return escape_bytes(raw.split(b"\0", 1)[0])
 
 
 # The four models (DESIGN.md); the analysis and the workloads use these ids.
