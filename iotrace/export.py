@@ -178,6 +178,8 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
                 yield event_table(value, ident, tid_name)
             elif tag == b"END.":
                 saw_end = True
+                if value.get("recording_failed") and not damage:
+                    damage.append(f"the recording failed: {value['recording_failed']}")
             elif tag == b"DMG!":
                 damage.append(str(value))
         if not saw_end and not damage:

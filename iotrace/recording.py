@@ -25,6 +25,7 @@ from typing import Any
 from iotrace import __version__, session
 from iotrace.command import GatedCommand, invoking_user, pid_exists, stdout_is_tty
 from iotrace.errors import (
+    EXIT_FAILURE,
     EXIT_IO,
     IotraceError,
     OutputError,
@@ -62,13 +63,6 @@ def require_privileges(command: str) -> None:
 
 def default_output() -> Path:
     return Path(time.strftime("iotrace-%Y%m%d-%H%M%S.trace"))
-
-
-def _chown_to_invoker(path: Path) -> None:
-    cred = invoking_user()
-    if cred is not None:
-        with contextlib.suppress(OSError):
-            os.chown(path, cred.uid, cred.gid, follow_symlinks=False)
 
 
 def clock_anchor() -> dict[str, int]:
@@ -145,17 +139,14 @@ def _program_options(args: argparse.Namespace) -> Any:
 def check_output(args: argparse.Namespace) -> Path:
     """The trace file to write, refused before anything is started when it
     cannot be created: an existing file without --force, a symlink (never
-    followed, even with --force), a directory, a missing or unwritable folder."""
-    out = Path(args.output) if args.output else default_output()
-    if out.is_symlink():
-        raise OutputError(f"{out} is a symbolic link; refusing to write through it")
-    if out.is_dir():
-        raise OutputError(f"cannot write {out}: it is a directory")
-    if out.exists() and not args.force:
-        raise OutputError(f"{out} already exists; choose another -o or pass --force")
+    followed, even with --force), a directory, a FIFO or device, a missing or
+    unwritable folder (iotrace.outfile)."""
+    from iotrace.outfile import check_target
+
+    out = check_target(
+        Path(args.output) if args.output else default_output(), force=args.force, hint="-o"
+    )
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {out}: directory {parent} does not exist")
     # Without privileges the one thing to say is "use sudo" (which may also make
     # the folder writable), so writability is judged only for a user who can trace.
     if has_tracing_privileges() and not os.access(parent, os.W_OK | os.X_OK):
@@ -381,7 +372,6 @@ def _record(
             **extra_meta,
         }
         writer = session.TraceWriter(out, meta, force=args.force)
-        _chown_to_invoker(out)
         for t in targets:
             for pid in t.pids:
                 registry.label(pid, t.label)
@@ -395,7 +385,8 @@ def _record(
             consumer=use_tui,
             drain_interval_s=args.drain_ms / 1000,
         )
-        prog.add_pids(p for t in targets for p in t.pids)
+        # Never iotrace itself (`-p 1` or `-p $$` has it among the descendants).
+        prog.add_pids(p for t in targets for p in t.pids if p != os.getpid())
         if overhead_baseline is not None:
             source.count_events_of(p for t in targets for p in t.pids)
         source.start()
@@ -435,6 +426,7 @@ def _record(
         lost=source.lost_total,
         reported=bool(write_failed),
         overhead=footer.get("overhead"),
+        recording_failed=source.error,
     )
 
 
@@ -578,6 +570,9 @@ def _finish(
             source.stop()
             source.join(timeout=30)
         if writer is not None:
+            if source is not None and source.error:
+                # Read back as damage: a trace whose recording failed is never "complete".
+                footer["recording_failed"] = source.error
             if source is not None:
                 footer["stats"] = source.stats
                 footer["not_observed"] = getattr(source, "not_observed", {})
@@ -611,6 +606,7 @@ def _summarise(
     lost: int = 0,
     reported: bool = False,
     overhead: dict[str, Any] | None = None,
+    recording_failed: str = "",
 ) -> int:
     from iotrace import report
 
@@ -633,6 +629,8 @@ def _summarise(
     print(f"trace saved: {out} ({writer.events_written} events, {writer.bytes_written} bytes)")
     if writer.error:
         return EXIT_IO
+    if recording_failed:
+        return EXIT_FAILURE
     if stopper.signum in (signal.SIGTERM, signal.SIGHUP):
         return 128 + stopper.signum
     if command == "trace":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,12 @@ from iotrace.session import EVENT_DTYPE, TraceWriter
 HEADER = session._HEADER.pack(session.MAGIC, *events.SCHEMA_VERSION, 0)
 
 
-def chunk(tag: bytes, payload: bytes, codec: int = 0, raw_len: int | None = None) -> bytes:
+def chunk(
+    tag: bytes, payload: bytes, codec: int = 0, raw_len: int | None = None, major: int = 2
+) -> bytes:
+    """A chunk with a correct CRC for a file of format `major`."""
     raw = len(payload) if raw_len is None else raw_len
-    return session._CHUNK.pack(tag, codec, 0, len(payload), raw, zlib.crc32(payload), 0) + payload
+    return session.pack_chunk(tag, codec, payload, raw, major)
 
 
 META = chunk(b"META", json.dumps({"command": "fuzz"}).encode())
