@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from iotrace import events, session
 from iotrace.analysis import kind_names, op_names, workload_map
-from iotrace.errors import TraceFileError
+from iotrace.errors import IotraceError, TraceFileError
 from iotrace.events import Flag, Kind
 from iotrace.outfile import check_target, output_file
 
@@ -61,6 +61,11 @@ EXPORT_SCHEMA = pa.schema(
 when not observed, dur_ns = end_ns - ts_ns when both are known."""
 
 _ERRNAMES = dict(errno.errorcode)
+TABLE_ROWS = 65_536
+"""Records per export table: bounds a row writer's memory."""
+PERFETTO_MAX_RECORDS = 1_000_000
+"""The perfetto export holds the whole trace in memory (~2 KB per record) and the
+Perfetto UI does not open much larger files: bigger traces are refused up front."""
 
 
 class Identity:
@@ -174,8 +179,12 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
     def gen() -> Iterator[pa.Table]:
         saw_end = False
         for tag, value in chunks:
-            if tag == b"EVTS" and len(value):
-                yield event_table(value, ident, tid_name)
+            # One chunk holds up to 645 k records; a row writer turns each
+            # table into Python objects, so tables are kept small whatever the
+            # file's chunks are (a crafted one holds only full-size chunks).
+            if tag == b"EVTS":
+                for start in range(0, len(value), TABLE_ROWS):
+                    yield event_table(value[start : start + TABLE_ROWS], ident, tid_name)
             elif tag == b"END.":
                 saw_end = True
                 if value.get("recording_failed") and not damage:
@@ -241,6 +250,12 @@ def export(
     if fmt == "perfetto":
         from iotrace import perfetto
 
+        n = session.count_records(path)
+        if n > PERFETTO_MAX_RECORDS:
+            raise IotraceError(
+                f"{path} holds {n:,} records, more than the perfetto export takes "
+                f"({PERFETTO_MAX_RECORDS:,}); use --format parquet, csv or jsonl"
+            )
         trace = session.load(path)
         with output_file(output, force=force) as out:
             n = perfetto.write_chrome_json(trace, out)

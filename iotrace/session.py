@@ -357,11 +357,11 @@ def _open_checked(path: Path) -> IO[bytes]:
     return f
 
 
-def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, Any]]:
+def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, Any], str]:
     head = _read_exact(f, _HEADER.size)
     if len(head) < _HEADER.size or head[:8] != MAGIC:
         raise TraceFileError(f"{path} is not an iotrace trace file")
-    _, major, minor, _ = _HEADER.unpack(head)
+    _, major, minor, reserved = _HEADER.unpack(head)
     if major > events.SCHEMA_VERSION[0]:
         raise TraceFileError(
             f"{path} uses trace format {major}.{minor}, newer than this iotrace "
@@ -375,7 +375,20 @@ def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, A
     meta = _json(_decompress(first[1], first[2], first[3]), "metadata")
     if not isinstance(meta, dict):
         raise TraceFileError(f"{path} is damaged: its metadata is not an object")
-    return (major, minor), meta
+    return (major, minor), meta, _header_damage((major, minor), reserved, meta)
+
+
+def _header_damage(version: tuple[int, int], reserved: int, meta: dict[str, Any]) -> str:
+    """What is wrong with the file header that no CRC covers ("" when nothing)."""
+    said = meta.get("schema_version")
+    if isinstance(said, list) and said != list(version):
+        return (
+            f"the file header says format {version[0]}.{version[1]} but its metadata "
+            f"{'.'.join(map(str, said))[:20]}"
+        )
+    if reserved and version <= events.SCHEMA_VERSION:
+        return "the file header's reserved field is not zero"
+    return ""
 
 
 def _next_chunk(f: IO[bytes], major: int) -> tuple[bytes, int, bytes, int] | str | None:
@@ -401,6 +414,26 @@ def _next_chunk(f: IO[bytes], major: int) -> tuple[bytes, int, bytes, int] | str
     return tag, codec, payload, raw_len
 
 
+def count_records(path: Path | str) -> int:
+    """How many records a trace's EVTS chunks claim, from the chunk headers alone
+    (nothing decompressed or checked): for refusing work too big to do in memory
+    before starting it."""
+    path = Path(path)
+    with _open_checked(path) as f:
+        _read_header(f, path)
+        n = 0
+        while True:
+            head = _read_exact(f, _CHUNK.size)
+            if len(head) < _CHUNK.size:
+                return n
+            tag, _, _, stored_len, raw_len, _, _ = _CHUNK.unpack(head)
+            if not _TAG_BYTES.issuperset(tag) or stored_len > MAX_EVENTS_CHUNK_BYTES:
+                return n
+            if tag == b"EVTS":
+                n += min(raw_len, MAX_EVENTS_CHUNK_BYTES) // events.EVENT_SIZE
+            f.seek(stored_len, os.SEEK_CUR)
+
+
 def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[tuple[bytes, Any]]]:
     """Version, metadata, and an iterator of decoded (tag, value) chunks.
 
@@ -412,7 +445,7 @@ def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[t
     path = Path(path)
     f = _open_checked(path)
     try:
-        version, meta = _read_header(f, path)
+        version, meta, header_damage = _read_header(f, path)
     except BaseException:
         f.close()
         raise
@@ -425,6 +458,8 @@ def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[t
 
     def gen() -> Iterator[tuple[bytes, Any]]:
         with f:
+            if header_damage:  # reported, and the chunks are read on
+                yield b"DMG!", header_damage
             while True:
                 chunk = _next_chunk(f, version[0])
                 if chunk is None:
@@ -536,7 +571,7 @@ class TraceStream:
                 if isinstance(value.get("stats"), dict):
                     self.stats = value["stats"]
             elif tag == b"DMG!":
-                self.damage = value
+                self.damage = f"{self.damage}; {value}" if self.damage else value
             elif tag == b"SKIP":
                 self.skipped.append(value)
         if self.footer is None and not self.damage:

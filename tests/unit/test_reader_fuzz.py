@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -269,3 +271,366 @@ def test_reader_memory_is_bounded_by_the_caps():
     assert struct.calcsize("<4sHHQQII") == 32
     assert session.MAX_EVENTS_CHUNK_BYTES <= 64 << 20
     assert session.MAX_JSON_BYTES <= 16 << 20
+
+
+# ---- the seeded mutation fuzz (issue 17) ----
+#
+# A realistic trace (every model, tasks, counters, footer, a name with a
+# terminal escape) mutated a few hundred ways per run: raw byte damage, which
+# must always be reported, and mutations with correct CRCs (JSON values made
+# hostile, records with nonsense or out of order, chunks dropped, repeated,
+# retagged), which must only never give a traceback. Each file goes through
+# load, report (text, JSON, HTML) and an export, in a subprocess held to
+# FUZZ_MEMORY_MIB of address space, with a deadline per file.
+
+FUZZ_SEED = 17
+FUZZ_MUTATIONS = 300
+FUZZ_MEMORY_MIB = 1024
+FUZZ_FILE_TIMEOUT_S = 30
+
+HOSTILE_JSON: list[bytes] = [
+    b"1e999",
+    b"-1e999",
+    b"1" * 5001,
+    b"-" + b"9" * 4300,
+    b"18446744073709551616",
+    b"-1",
+    b"NaN",
+    b"Infinity",
+    b'"\\ud800"',
+    b'"\\udfff\\u001b[31mred\\u0007"',
+    b'"\\u202e\\u0000"',
+    b"null",
+    b"true",
+    b"[]",
+    b"{}",
+    b'"' + b"x" * 100_000 + b'"',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a": ' * 3000 + b"1" + b"}" * 3000,
+    b"0.5",
+    b'"12"',
+]
+
+
+def split_chunks(data: bytes) -> tuple[bytes, list[tuple[bytes, int, bytes, int]]]:
+    """The file header and its chunks (tag, codec, payload, raw_len)."""
+    head, pos, out = data[: session._HEADER.size], session._HEADER.size, []
+    while pos < len(data):
+        tag, codec, _, stored, raw, _, _ = session._CHUNK.unpack_from(data, pos)
+        pos += session._CHUNK.size
+        out.append((tag, codec, data[pos : pos + stored], raw))
+        pos += stored
+    return head, out
+
+
+def join_chunks(head: bytes, chunks: list[tuple[bytes, int, bytes, int]]) -> bytes:
+    return head + b"".join(session.pack_chunk(t, c, p, r) for t, c, p, r in chunks)
+
+
+def fuzz_base(tmp: Path) -> bytes:
+    from report_fixtures import T0, TraceBuilder, all_models
+
+    b = TraceBuilder()
+    all_models(b)
+    # A raw escape in a TASK record and in a PROC entry (as an older writer left it).
+    b.task(900, 900, events.TaskOp.EXEC, "\x1b[31mx\u00ff", T0)
+    return b.write(
+        tmp / "base.trace",
+        chunk=7,
+        stats={"lost": {"read": 3}, "unmatched": {}, "evicted": {}, "lost_total": 3},
+        meta={"argv": ["iotrace", "trace", "--", "\udcff\x1b]0;title\x07"]},
+    ).read_bytes()
+
+
+def _json_mutation(payload: bytes, rng) -> bytes:
+    """A hostile value spliced over a value of a JSON text."""
+    text = payload
+    starts = [i for i, ch in enumerate(text) if ch in b'0123456789"[{tfn-']
+    if not starts:
+        return rng.choice(HOSTILE_JSON)
+    i = rng.choice(starts)
+    # The value that starts at i, found by decoding from there.
+    try:
+        _, end = json.JSONDecoder().raw_decode(text[i:].decode("utf-8", "replace"))
+    except ValueError:
+        end = 1
+    return text[:i] + rng.choice(HOSTILE_JSON) + text[i + end :]
+
+
+def _json_value_mutation(payload: bytes, rng) -> bytes:
+    """A hostile value in place of one value of the JSON document: still valid
+    JSON (as Python reads it), so it reaches whatever uses that value."""
+    doc = json.loads(payload)
+    holders: list[tuple[Any, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                holders.append((node, k))
+                walk(v)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                holders.append((node, i))
+                walk(v)
+
+    walk(doc)
+    if not holders:
+        return rng.choice(HOSTILE_JSON)
+    node, key = rng.choice(holders)
+    node[key] = "__HOSTILE__"
+    return json.dumps(doc).encode().replace(b'"__HOSTILE__"', rng.choice(HOSTILE_JSON), 1)
+
+
+def mutate(base: bytes, rng) -> tuple[str, bytes, bool]:
+    """(what was done, the mutated file, whether a reader must report damage)."""
+    head, chunks = split_chunks(base)
+    op = rng.choice(
+        ["bitflip", "bytes", "truncate", "insert", "delete", "append"] * 2
+        + ["json", "value", "value", "value", "value", "value", "records", "records", "order"]
+        + ["retag", "drop", "dup", "raw_len"]
+    )
+    data = bytearray(base)
+    if op == "bitflip":
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(data))
+            data[i] ^= 1 << rng.randrange(8)
+        return op, bytes(data), True
+    if op == "bytes":
+        i = rng.randrange(len(data))
+        data[i : i + rng.randint(1, 8)] = rng.randbytes(rng.randint(1, 8))
+        return op, bytes(data), True
+    if op == "truncate":
+        return op, bytes(data[: rng.randrange(len(data))]), True
+    if op == "insert":
+        i = rng.randrange(len(data))
+        return op, bytes(data[:i] + rng.randbytes(rng.randint(1, 40)) + data[i:]), True
+    if op == "delete":
+        i = rng.randrange(len(data))
+        return op, bytes(data[:i] + data[i + rng.randint(1, 40) :]), True
+    if op == "append":
+        return op, bytes(data + rng.randbytes(rng.randint(1, 64))), True
+    # CRC-correct mutations: the framing is valid, the contents hostile.
+    k = rng.randrange(len(chunks))
+    tag, codec, payload, raw = chunks[k]
+    if op in ("json", "value"):
+        js = [i for i, c in enumerate(chunks) if c[0] != b"EVTS"]
+        k = rng.choice(js)
+        tag, codec, payload, raw = chunks[k]
+        change = _json_mutation if op == "json" else _json_value_mutation
+        payload = change(payload, rng)
+        chunks[k] = (tag, 0, payload, len(payload))
+    elif op in ("records", "order"):
+        evs = [i for i, c in enumerate(chunks) if c[0] == b"EVTS"]
+        k = rng.choice(evs)
+        tag, codec, payload, raw = chunks[k]
+        recs = np.frombuffer(session._decompress(codec, payload, raw), dtype=EVENT_DTYPE).copy()
+        if op == "records" and len(recs):
+            for _ in range(rng.randint(1, 6)):
+                name = rng.choice(EVENT_DTYPE.names)
+                info = np.iinfo(EVENT_DTYPE[name])
+                value = rng.choice([0, 1, info.max, info.min, rng.randint(info.min, info.max)])
+                recs[name][rng.randrange(len(recs))] = value
+        else:
+            recs = (
+                recs[::-1] if rng.random() < 0.5 else recs[rng.sample(range(len(recs)), len(recs))]
+            )
+        raw_bytes = recs.tobytes()
+        chunks[k] = (tag, 0, raw_bytes, len(raw_bytes))
+    elif op == "retag":
+        chunks[k] = (
+            rng.choice([b"DVTS", b"EVTT", b"PROX", b"META", b"END.", b"STAT"]),
+            codec,
+            payload,
+            raw,
+        )
+    elif op == "drop":
+        del chunks[k]
+    elif op == "dup":
+        chunks.insert(rng.randrange(len(chunks) + 1), chunks[k])
+    elif op == "raw_len":
+        chunks[k] = (tag, codec, payload, rng.choice([0, raw + 1, raw - 1, 1 << 26, 1 << 40]))
+    return op, join_chunks(head, chunks), False
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _no_raw_escapes(what: str, text: str) -> None:
+    m = _CONTROL.search(text)
+    assert m is None, f"{what} holds a raw control character {m.group()!r}"
+    text.encode("utf-8")  # printable to any UTF-8 terminal: no lone surrogates
+
+
+def run_pipeline(path: Path, out_dir: Path, fmt: str) -> str:
+    """load, report (text, JSON, HTML) and one export; 'refused', 'damaged' or 'read'."""
+    from iotrace import analysis, export, html_report, report
+    from iotrace.errors import IotraceError
+
+    try:
+        t = session.load(path)
+    except TraceFileError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        _no_raw_escapes("the error", str(exc))
+        return "refused"
+    _no_raw_escapes("the damage", t.damage)
+    a = analysis.analyze(t, timeline=True)
+    _no_raw_escapes("the report", report.render_text(a))
+    _no_raw_escapes("the JSON report", json.dumps(report.report_json(a), ensure_ascii=False))
+    page = html_report.render(a)
+    # plotly.js, embedded, holds control characters of its own: check the page's text.
+    text = re.sub(r"(?s)<script\b.*?</script>", "", page)
+    _no_raw_escapes("the HTML report", text.replace("\n", " ").replace("\t", " "))
+    try:
+        export.export(path, fmt, out_dir / f"out.{fmt}", force=True)
+    except IotraceError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    return "damaged" if t.damage else "read"
+
+
+def fuzz_main(seed: int, n: int, work: str) -> int:
+    """The fuzz loop, run in a memory-limited subprocess; prints one JSON line
+    per file that failed, and a last line of totals."""
+    import random
+    import signal
+    import traceback
+
+    work_dir = Path(work)
+    base = fuzz_base(work_dir)
+    rng = random.Random(seed)
+
+    def timeout(_sig, _frame):
+        raise TimeoutError("hang")
+
+    signal.signal(signal.SIGALRM, timeout)
+    totals: dict[str, int] = {}
+    failures = 0
+    p = work_dir / "mutated.trace"
+    for i in range(n):
+        op, data, must_report = mutate(base, rng)
+        if data == base:
+            continue
+        p.write_bytes(data)
+        fmt = ("jsonl", "csv", "perfetto", "parquet")[i % 4]
+        signal.alarm(FUZZ_FILE_TIMEOUT_S)
+        try:
+            outcome = run_pipeline(p, work_dir, fmt)
+            if must_report and outcome == "read":
+                outcome = "DAMAGE NOT REPORTED"
+        except MemoryError:
+            outcome = "OUT OF MEMORY"
+        except TimeoutError:
+            outcome = "HANG"
+        except BaseException as exc:  # a traceback: the thing this fuzz hunts
+            outcome = "TRACEBACK " + "".join(traceback.format_exception(exc))[-700:]
+        finally:
+            signal.alarm(0)
+        key = outcome.split(" ", 1)[0] if outcome[0].isupper() else outcome
+        totals[key] = totals.get(key, 0) + 1
+        if outcome not in ("refused", "damaged", "read"):
+            failures += 1
+            bad = work_dir / f"failed-{i}.trace"
+            bad.write_bytes(data)
+            print(json.dumps({"i": i, "op": op, "outcome": outcome, "file": str(bad)}))
+    print(json.dumps({"totals": totals, "failures": failures}))
+    return 1 if failures else 0
+
+
+def _limited(mib: int):
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mib << 20, mib << 20))
+
+    return limit
+
+
+def test_seeded_mutation_fuzz_finds_no_traceback_hang_or_oom(tmp_path):
+    import subprocess
+    import sys
+
+    here = Path(__file__).parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, test_reader_fuzz as f; "
+            f"sys.exit(f.fuzz_main({FUZZ_SEED}, {FUZZ_MUTATIONS}, {str(tmp_path)!r}))",
+        ],
+        env={**os.environ, "PYTHONPATH": str(here)},
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited(FUZZ_MEMORY_MIB),
+        timeout=900,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert lines and proc.returncode in (0, 1), proc.stderr[-3000:]
+    totals = json.loads(lines[-1])
+    assert proc.returncode == 0 and totals["failures"] == 0, "\n".join(lines[-20:])
+    # The fuzz reached past the framing: files were read, damaged and refused.
+    assert {"read", "damaged", "refused"} <= set(totals["totals"]), totals
+
+
+def bomb_main(work: str) -> int:
+    """Size bombs, in a memory-limited subprocess: six full-size EVTS chunks
+    (small on disk: compressed) of records out of order. Prints the outcomes."""
+    import pyarrow as pa
+
+    from iotrace import export
+    from iotrace.errors import IotraceError
+
+    work_dir = Path(work)
+    n = session.MAX_EVENTS_CHUNK_BYTES // events.EVENT_SIZE
+    recs = np.zeros(n, dtype=EVENT_DTYPE)
+    recs["kind"] = events.Kind.SYSCALL
+    recs["op"] = 1
+    recs["pid"] = recs["tid"] = 100 + np.arange(n) % 7
+    recs["ts_ns"] = 10**12 - np.arange(n, dtype=np.uint64) * 1000  # newest first
+    recs["end_ns"] = recs["ts_ns"] + 500
+    raw = recs.tobytes()
+    del recs
+    packed = pa.compress(raw, codec="zstd", asbytes=True)
+    del raw
+    meta = json.dumps({"command": "bomb"}).encode()
+    end = b"{}"
+    outcomes = {}
+    for name, count in (("one", 1), ("six", 6)):
+        p = work_dir / f"{name}.trace"
+        body = [session.pack_chunk(b"META", 0, meta, len(meta))]
+        body += [session.pack_chunk(b"EVTS", 1, packed, n * events.EVENT_SIZE)] * count
+        body.append(session.pack_chunk(b"END.", 0, end, len(end)))
+        p.write_bytes(HEADER + b"".join(body))
+    # A row export streams: one full-size chunk in bounded memory.
+    for fmt, name in (("jsonl", "one"), ("csv", "six"), ("perfetto", "six")):
+        try:
+            rows, _ = export.export(work_dir / f"{name}.trace", fmt, work_dir / "out", force=True)
+            outcomes[fmt] = f"wrote {rows}"
+        except IotraceError as exc:
+            outcomes[fmt] = f"refused: {exc}"
+        except MemoryError:
+            outcomes[fmt] = "OUT OF MEMORY"
+    print(json.dumps(outcomes))
+    return 0
+
+
+def test_size_bombs_stream_or_are_refused_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, test_reader_fuzz as f; sys.exit(f.bomb_main({str(tmp_path)!r}))",
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited(FUZZ_MEMORY_MIB),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    n = session.MAX_EVENTS_CHUNK_BYTES // events.EVENT_SIZE
+    assert out["jsonl"] == f"wrote {n}"
+    assert out["csv"] == f"wrote {6 * n}"
+    assert out["perfetto"].startswith("refused: ") and "use --format parquet" in out["perfetto"]
