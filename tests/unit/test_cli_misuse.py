@@ -60,6 +60,19 @@ MISUSE = [
     (["trace", "-d", "inf", "--", "true"], EXIT_USAGE, "duration must be positive"),
     (["trace", "-d", "nan", "--", "true"], EXIT_USAGE, "duration must be positive"),
     (["trace", "-d", "5parsecs", "--", "true"], EXIT_USAGE, "not a duration"),
+    (["trace", "-d", "1e9", "--", "true"], EXIT_USAGE, "duration too long: '1e9' (at most 3 days)"),
+    (["run", "-d", "73h"], EXIT_USAGE, "duration too long"),
+    (["workload", "sync-blocking", "--runtime", "1000000000"], EXIT_USAGE, "duration too long"),
+    (
+        ["workload", "libaio", "--directory", "/nonexistent-iotrace", "--number-ios", "1"],
+        EXIT_USAGE,
+        "--directory /nonexistent-iotrace: no such directory",
+    ),
+    (
+        ["run", "libaio", "--", "--directory", "/nonexistent-iotrace"],
+        EXIT_USAGE,
+        "no such directory",
+    ),
     (["run", "-d", ""], EXIT_USAGE, "not a duration"),
     (["trace", "--ringbuf-mb", "3", "--", "true"], EXIT_USAGE, "power of two"),
     (["trace", "--ringbuf-mb", "0", "--", "true"], EXIT_USAGE, "power of two"),
@@ -269,3 +282,39 @@ def test_a_broken_pipe_is_quiet_only_when_it_is_the_reader_of_stdout(
         assert (rc, err) == (0, "")
     else:
         assert rc != 0 and err.startswith("iotrace: ") and "Broken pipe" in err
+
+
+def test_a_missing_workload_directory_is_never_created():
+    assert main(["workload", "libaio", "--directory", "/nonexistent-iotrace/d"]) == EXIT_USAGE
+    assert not os.path.exists("/nonexistent-iotrace")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_workload_help_is_the_workloads_help(flag, capsys):
+    assert main(["workload", flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: iotrace workload NAME [options]") and "libaio" in out
+    assert main(["workload", "libaio", flag]) == 0
+    assert "libaio" in capsys.readouterr().out
+
+
+NOBODY = ("runuser", "-u", "nobody", "--")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_ebpf_needs_no_root():
+    """tracefs is 0700: the program is printed without the tracepoint list."""
+    import shutil
+
+    if shutil.which("runuser") is None:
+        pytest.skip("no runuser")
+    proc = subprocess.run(
+        [*NOBODY, sys.executable, "-m", "iotrace", "trace", "--ebpf", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "TRACEPOINT_PROBE" in proc.stdout
