@@ -32,6 +32,7 @@ from iotrace.errors import (
     PrivilegeError,
     UsageError,
 )
+from iotrace.text import printable
 
 SUMMARY_MAX_EVENTS = 20_000_000
 """Above this, the end of a run prints counts only (see _summarise)."""
@@ -289,7 +290,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             cmd = GatedCommand(argv, invoking_user())
             return [
                 Target(
-                    label=os.path.basename(argv[0]),
+                    # Shown on the dashboard and in the report: never a raw escape.
+                    label=printable(os.path.basename(argv[0])),
                     pids=[cmd.pid],
                     release=cmd.release,
                     poll=cmd.poll,
