@@ -634,3 +634,39 @@ def test_size_bombs_stream_or_are_refused_in_bounded_memory(tmp_path):
     assert out["jsonl"] == f"wrote {n}"
     assert out["csv"] == f"wrote {6 * n}"
     assert out["perfetto"].startswith("refused: ") and "use --format parquet" in out["perfetto"]
+
+
+def test_a_hostile_process_name_on_the_dashboard_is_plain_text(tmp_path):
+    """A name is any bytes: markup ("[/]" crashed the scoreboard's DataTable)
+    and escapes are shown as text."""
+    import asyncio
+
+    from iotrace.tui.app import make_app
+    from iotrace.tui.widgets.scoreboard import Scoreboard
+    from report_fixtures import MS, T0, TraceBuilder
+
+    from iotrace.source import ReplaySource
+
+    b = TraceBuilder()
+    name = "[/]x[bold]\x1b"
+    b.task(700, 700, events.TaskOp.EXEC, name, T0)
+    t = T0
+    for _ in range(5):
+        t = b.syscall(700, 700, "read", t, 1 * MS, ret=10, fd=3) + MS
+    path = b.write(tmp_path / "named.trace")
+
+    async def run() -> list[str]:
+        app = make_app(ReplaySource(path))
+        async with app.run_test(size=(160, 48)) as pilot:
+            for _ in range(200):
+                if app.source_done.is_set() and app.dashboard.snapshot is not None:
+                    break
+                await asyncio.sleep(0.02)
+            await pilot.pause()
+            app.dashboard.tick()
+            await pilot.pause()
+            sb = app.dashboard.query_one(Scoreboard)
+            return [str(sb.get_cell(k, "row")) for k in sb.row_keys()]
+
+    shown = asyncio.run(run())
+    assert any(s.startswith("[/]x[bold]\\x1b") for s in shown), shown
