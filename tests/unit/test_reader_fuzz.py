@@ -14,6 +14,7 @@ import json
 import os
 import re
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,101 @@ def test_unknown_but_well_formed_chunk_from_a_newer_minor_version_is_skipped(tmp
     )
     t = session.load(p)
     assert t.complete and len(t.events) == 2
+    assert t.skipped == ["XTRA"]  # ... and said
+    from iotrace import report
+
+    assert "skipped 1 chunk(s) of a newer trace format (XTRA)" in report.summary_text(t)
+
+
+def _one_record_file(major: int, tag: bytes = b"EVTS") -> bytes:
+    head = session._HEADER.pack(session.MAGIC, major, 0, 0)
+    meta = json.dumps({"schema_version": [major, 0]}).encode()
+    rec = np.zeros(1, dtype=EVENT_DTYPE).tobytes()
+    return (
+        head
+        + chunk(b"META", meta, major=major)
+        + chunk(tag, rec, major=major)
+        + chunk(b"END.", b"{}", major=major)
+    )
+
+
+@pytest.mark.parametrize("major", [1, 2])
+def test_files_of_format_1_and_2_read_each_with_its_crc_rule(tmp_path, major):
+    p = tmp_path / "v.trace"
+    p.write_bytes(_one_record_file(major))
+    t = session.load(p)
+    assert t.complete and len(t.events) == 1 and t.version == (major, 0)
+
+
+def test_the_writer_writes_format_2_with_the_header_in_the_crc(tmp_path):
+    p = tmp_path / "w.trace"
+    w = TraceWriter(p, {})
+    w.write_events(np.zeros(3, dtype=EVENT_DTYPE))
+    w.close({})
+    data = p.read_bytes()
+    assert session._HEADER.unpack_from(data)[1:3] == (2, 0) == events.SCHEMA_VERSION
+    pos = session._HEADER.size
+    head = data[pos : pos + session._CHUNK.size]
+    stored = session._CHUNK.unpack(head)[3]
+    payload = data[pos + 32 : pos + 32 + stored]
+    assert session._CHUNK.unpack(head)[5] == zlib.crc32(
+        payload, zlib.crc32(head[28:32], zlib.crc32(head[:24]))
+    )
+
+
+@pytest.mark.parametrize("major", [1, 2])
+def test_a_flipped_bit_in_a_tag_is_damage_not_a_skipped_chunk(tmp_path, major):
+    """EVTS -> DVTS was skipped as a newer minor's chunk, and the trace 'complete'."""
+    data = bytearray(_one_record_file(major))
+    i = data.index(b"EVTS")
+    data[i] ^= 0x01  # 'E' -> 'D'
+    p = tmp_path / "flip.trace"
+    p.write_bytes(bytes(data))
+    t = session.load(p)
+    assert not t.complete and t.damage and len(t.events) == 0
+    # In format 2 the CRC says it; in 1.0 every tag is known, so DVTS cannot be one.
+    assert ("checksum" if major == 2 else "unknown tag") in t.damage
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("PROC", b'[{"pid": 1e999, "tid": 1}]'),
+        ("PROC", b'[{"pid": ' + b"7" * 5001 + b"}]"),
+        ("PROC", b'[{"pid": 5000000000}]'),
+        ("STAT", b'{"lost_total": ' + b"9" * 5001 + b"}"),
+        ("END.", b'{"stats": {"events": NaN}}'),
+        ("META", b'{"command": "\\ud800\\u001b[31m", "kernel": "\\udcff"}'),
+        ("PROC", b'[{"pid": 5, "comm": "\\ud800\\u001b]0;x\\u0007"}]'),
+        ("END.", b'{"results": {"\\udfff": {"exit_code": "\\ud800"}}}'),
+    ],
+)
+def test_crafted_values_with_correct_crcs_give_a_trace_or_one_line(tmp_path, where, value):
+    """pid 1e999 (OverflowError), 5001 digits (ValueError), lone surrogates
+    (UnicodeEncodeError in report and HTML): never a traceback."""
+    from iotrace import analysis, html_report, report
+
+    meta = value if where == "META" else json.dumps({"command": "x"}).encode()
+    body = chunk(b"META", meta)
+    rec = np.zeros(2, dtype=EVENT_DTYPE)
+    rec["kind"] = events.Kind.SYSCALL
+    rec["pid"] = rec["tid"] = 5
+    body += chunk(b"EVTS", rec.tobytes())
+    if where != "META":
+        body += chunk(where.encode(), value)
+    if where != "END.":
+        body += chunk(b"END.", b"{}")
+    p = tmp_path / "crafted.trace"
+    p.write_bytes(HEADER + body)
+    t = read_or_clean_error(p)
+    if t is None:
+        return
+    a = analysis.analyze(t, timeline=True)
+    for text in (report.render_text(a), json.dumps(report.report_json(a)), html_report.render(a)):
+        text.encode("utf-8")
+        assert "\x1b" not in text
+    if b"\\u" not in value:
+        assert t.damage  # a number out of bounds is damage, said; strings are escaped
 
 
 def test_nothing_in_a_file_is_executed(tmp_path):
