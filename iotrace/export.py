@@ -177,7 +177,7 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
     damage: list[str] = []
 
     def gen() -> Iterator[pa.Table]:
-        saw_end = False
+        saw_end = damaged = False
         for tag, value in chunks:
             # One chunk holds up to 645 k records; a row writer turns each
             # table into Python objects, so tables are kept small whatever the
@@ -190,8 +190,11 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
                 if value.get("recording_failed") and not damage:
                     damage.append(f"the recording failed: {value['recording_failed']}")
             elif tag == b"DMG!":
+                damaged = True
                 damage.append(str(value))
-        if not saw_end and not damage:
+            elif tag == b"SKIP":
+                damage.append(f"skipped a chunk of a newer trace format ({value})")
+        if not saw_end and not damaged:
             damage.append("cut short: the writer stopped before closing the file")
 
     return meta, gen(), damage
@@ -259,13 +262,15 @@ def export(
         trace = session.load(path)
         with output_file(output, force=force) as out:
             n = perfetto.write_chrome_json(trace, out)
-        return n, trace.damage
+        notes = [trace.damage] if trace.damage else []
+        notes += [f"skipped a chunk of a newer trace format ({t})" for t in trace.skipped]
+        return n, "; ".join(notes)
     if fmt not in _ROW_WRITERS:
         raise TraceFileError(f"unknown export format {fmt!r}")
     meta, tables, damage = iter_tables(path)
     with output_file(output, force=force) as out:
         n = _ROW_WRITERS[fmt](tables, meta, out)
-    return n, damage[0] if damage else ""
+    return n, "; ".join(damage)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -274,7 +279,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {n:,} {what} ({args.format})")
     if damage:
         print(
-            f"iotrace: note: {args.file} was cut short ({damage}); exported what was saved",
+            f"iotrace: note: {args.file}: {damage}; exported what was read",
             file=sys.stderr,
         )
     return 0

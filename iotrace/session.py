@@ -21,9 +21,9 @@ first 24 bytes, its last 4, then the payload), so a flipped bit in a tag is
 damage, not a chunk to skip; 1.x files keep their payload-only CRC. A chunk
 tag this reader does not know is skipped only in a file of a newer minor
 version, and the reader says so (`Trace.skipped`); in any other file it is
-damage. Nothing in a
-file is ever executed: JSON and raw little-endian records only, with every
-length checked against fixed caps before anything is allocated.
+damage. Nothing in a file is ever executed: JSON and raw little-endian records
+only, with every length checked against fixed caps before anything is
+allocated, and every number and string bounded as it is decoded (`_json`).
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ class Trace:
     footer: dict[str, Any] | None
     version: tuple[int, int]
     damage: str = ""
-    """Why reading stopped early ("" when the file was read to its end)."""
+    """What is wrong with the file ("" when nothing): why reading stopped early, a
+    header that disagrees with the metadata, or a recording that failed."""
     skipped: list[str] = field(default_factory=list)
     """Tags of chunks skipped as a newer minor version's (the file was read on)."""
 

@@ -229,6 +229,11 @@ def test_unknown_but_well_formed_chunk_from_a_newer_minor_version_is_skipped(tmp
     from iotrace import report
 
     assert "skipped 1 chunk(s) of a newer trace format (XTRA)" in report.summary_text(t)
+    from iotrace import export
+
+    for fmt in ("csv", "perfetto"):
+        _, note = export.export(p, fmt, tmp_path / f"out.{fmt}")
+        assert note == "skipped a chunk of a newer trace format (XTRA)", (fmt, note)
 
 
 def _one_record_file(major: int, tag: bytes = b"EVTS") -> bytes:
