@@ -16,27 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
+# The name escaping lives with the record schema (stdlib only), where TASK
+# records' comms are decoded.
+from iotrace.events import escape_bytes
+
+__all__ = ["escape_bytes", "printable", "printable_json", "unescape_bytes"]
+
 
 def _hex(ch: str) -> str:
-    data = ch.encode("utf-8", "surrogatepass")
-    return "".join(f"\\x{b:02x}" for b in data)
-
-
-def escape_bytes(raw: bytes) -> str:
-    """Bytes as lossless, printable text (see the module docstring)."""
-    out: list[str] = []
-    text = raw.decode("utf-8", "surrogateescape")
-    for ch in text:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(_hex(ch))
-    return "".join(out)
+    return "".join(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
 
 
 def unescape_bytes(text: str) -> bytes:

@@ -771,3 +771,13 @@ def test_a_hostile_process_name_on_the_dashboard_is_plain_text(tmp_path):
 
     shown = asyncio.run(run())
     assert any(s.startswith("[/]x[bold]\\x1b") for s in shown), shown
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=32))
+def test_names_are_escaped_losslessly_and_printably(raw):
+    from iotrace.text import escape_bytes, printable, unescape_bytes
+
+    name = escape_bytes(raw)
+    assert name.isprintable() and unescape_bytes(name) == raw
+    assert printable(name) == name  # reading a trace back changes nothing
