@@ -47,7 +47,9 @@ def duration(text: str) -> float:
         ) from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return value
+    from iotrace.workloads.options import check_duration
+
+    return check_duration(value, text)
 
 
 def pid_list(text: str) -> list[int]:
@@ -197,7 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = args_list.index("--")
         args_list, workload_options = args_list[:cut], args_list[cut + 1 :]
     try:
-        args = build_parser().parse_args(args_list)
+        if args_list[:1] == ["workload"]:
+            # Everything after the name is the workload's own (its -h/--help
+            # too, which argparse would otherwise take as unknown options of
+            # 'iotrace workload' before the remainder starts).
+            args = argparse.Namespace(command="workload", workload_argv=args_list[1:])
+        else:
+            args = build_parser().parse_args(args_list)
         args.workload_options = workload_options
         if args.command is None:
             build_parser().print_help()

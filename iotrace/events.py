@@ -220,10 +220,35 @@ def op_name(kind: int, op: int) -> str:
     return str(op)
 
 
+def _hex(ch: str) -> str:
+    data = ch.encode("utf-8", "surrogatepass")
+    return "".join(f"\\x{b:02x}" for b in data)
+
+
+def escape_bytes(raw: bytes) -> str:
+    """A process name (bytes: anything but NUL) as lossless, printable text:
+    printable UTF-8 as is, a backslash as `\\\\`, every other byte as `\\xNN`
+    (iotrace.text.unescape_bytes gives the bytes back)."""
+    out: list[str] = []
+    text = raw.decode("utf-8", "surrogateescape")
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(_hex(ch))
+    return "".join(out)
+
+
 def comm_from_words(key: int, user_data: int) -> str:
-    """Decode the 16-byte comm a TASK record carries in key + user_data."""
+    """Decode the 16-byte comm a TASK record carries in key + user_data, escaped
+    (a name is bytes, see escape_bytes)."""
     raw = key.to_bytes(8, "little") + user_data.to_bytes(8, "little")
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return escape_bytes(raw.split(b"\0", 1)[0])
 
 
 # The four models (DESIGN.md); the analysis and the workloads use these ids.

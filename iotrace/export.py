@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from iotrace import events, session
 from iotrace.analysis import kind_names, op_names, workload_map
-from iotrace.errors import TraceFileError
+from iotrace.errors import IotraceError, TraceFileError
 from iotrace.events import Flag, Kind
 from iotrace.outfile import check_target, output_file
 
@@ -68,6 +68,11 @@ or request opcode; for off_cpu rows the call the thread slept in, "preempted" or
 "untraced" (asleep outside the traced calls)."""
 
 _ERRNAMES = dict(errno.errorcode)
+TABLE_ROWS = 65_536
+"""Records per export table: bounds a row writer's memory."""
+CHROME_JSON_MAX_RECORDS = 1_000_000
+"""The chrome-json export holds the whole trace in memory (~2 KB per record): bigger
+traces are refused up front (the perfetto export streams any size)."""
 
 
 class Identity:
@@ -217,15 +222,24 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
     damage: list[str] = []
 
     def gen() -> Iterator[pa.Table]:
-        saw_end = False
+        saw_end = damaged = False
         for tag, value in chunks:
-            if tag == b"EVTS" and len(value):
-                yield event_table(value, ident, tid_name, wall)
+            # One chunk holds up to 645 k records; a row writer turns each
+            # table into Python objects, so tables are kept small whatever the
+            # file's chunks are (a crafted one holds only full-size chunks).
+            if tag == b"EVTS":
+                for start in range(0, len(value), TABLE_ROWS):
+                    yield event_table(value[start : start + TABLE_ROWS], ident, tid_name, wall)
             elif tag == b"END.":
                 saw_end = True
+                if value.get("recording_failed") and not damage:
+                    damage.append(f"the recording failed: {value['recording_failed']}")
             elif tag == b"DMG!":
+                damaged = True
                 damage.append(str(value))
-        if not saw_end and not damage:
+            elif tag == b"SKIP":
+                damage.append(f"skipped a chunk of a newer trace format ({value})")
+        if not saw_end and not damaged:
             damage.append("cut short: the writer stopped before closing the file")
 
     return meta, gen(), damage
@@ -290,16 +304,24 @@ def export(
     if fmt == "chrome-json":
         from iotrace import chrome_json
 
+        n = session.count_records(path)
+        if n > CHROME_JSON_MAX_RECORDS:
+            raise IotraceError(
+                f"{path} holds {n:,} records, more than the chrome-json export takes "
+                f"({CHROME_JSON_MAX_RECORDS:,}); use --format perfetto, parquet, csv or jsonl"
+            )
         trace = session.load(path)
         with output_file(output, force=force) as out:
             n = chrome_json.write_chrome_json(trace, out)
-        return n, trace.damage
+        notes = [trace.damage] if trace.damage else []
+        notes += [f"skipped a chunk of a newer trace format ({t})" for t in trace.skipped]
+        return n, "; ".join(notes)
     if fmt not in _ROW_WRITERS:
         raise TraceFileError(f"unknown export format {fmt!r}")
     meta, tables, damage = iter_tables(path)
     with output_file(output, force=force) as out:
         n = _ROW_WRITERS[fmt](tables, meta, out)
-    return n, damage[0] if damage else ""
+    return n, "; ".join(damage)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -308,7 +330,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {n:,} {what} ({args.format})")
     if damage:
         print(
-            f"iotrace: note: {args.file} was cut short ({damage}); exported what was saved",
+            f"iotrace: note: {args.file}: {damage}; exported what was read",
             file=sys.stderr,
         )
     return 0

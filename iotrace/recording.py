@@ -28,12 +28,14 @@ from typing import Any
 from iotrace import __version__, session
 from iotrace.command import GatedCommand, invoking_user, pid_exists, stdout_is_tty
 from iotrace.errors import (
+    EXIT_FAILURE,
     EXIT_IO,
     IotraceError,
     OutputError,
     PrivilegeError,
     UsageError,
 )
+from iotrace.text import printable
 
 RECORDER_NICE = -10
 """The drain and trace writer threads' niceness: ahead of the targets and the dashboard."""
@@ -67,13 +69,6 @@ def require_privileges(command: str) -> None:
 
 def default_output() -> Path:
     return Path(time.strftime("iotrace-%Y%m%d-%H%M%S.trace"))
-
-
-def _chown_to_invoker(path: Path) -> None:
-    cred = invoking_user()
-    if cred is not None:
-        with contextlib.suppress(OSError):
-            os.chown(path, cred.uid, cred.gid, follow_symlinks=False)
 
 
 def clock_anchor() -> dict[str, int]:
@@ -151,17 +146,14 @@ def _program_options(args: argparse.Namespace) -> Any:
 def check_output(args: argparse.Namespace) -> Path:
     """The trace file to write, refused before anything is started when it
     cannot be created: an existing file without --force, a symlink (never
-    followed, even with --force), a directory, a missing or unwritable folder."""
-    out = Path(args.output) if args.output else default_output()
-    if out.is_symlink():
-        raise OutputError(f"{out} is a symbolic link; refusing to write through it")
-    if out.is_dir():
-        raise OutputError(f"cannot write {out}: it is a directory")
-    if out.exists() and not args.force:
-        raise OutputError(f"{out} already exists; choose another -o or pass --force")
+    followed, even with --force), a directory, a FIFO or device, a missing or
+    unwritable folder (iotrace.outfile)."""
+    from iotrace.outfile import check_target
+
+    out = check_target(
+        Path(args.output) if args.output else default_output(), force=args.force, hint="-o"
+    )
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {out}: directory {parent} does not exist")
     # Without privileges the one thing to say is "use sudo" (which may also make
     # the folder writable), so writability is judged only for a user who can trace.
     if has_tracing_privileges() and not os.access(parent, os.W_OK | os.X_OK):
@@ -304,7 +296,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             cmd = GatedCommand(argv, invoking_user())
             return [
                 Target(
-                    label=os.path.basename(argv[0]),
+                    # Shown on the dashboard and in the report: never a raw escape.
+                    label=printable(os.path.basename(argv[0])),
                     pids=[cmd.pid],
                     release=cmd.release,
                     poll=cmd.poll,
@@ -432,7 +425,8 @@ def _record_traced(
             consumer=False,
             drain_interval_s=args.drain_ms / 1000,
         )
-        prog.add_pids(p for t in targets for p in t.pids)
+        # Never iotrace itself (`-p 1` or `-p $$` has it among the descendants).
+        prog.add_pids(p for t in targets for p in t.pids if p != os.getpid())
         if overhead_baseline is not None:
             source.count_events_of(p for t in targets for p in t.pids)
         with _raised_priority():
@@ -472,6 +466,7 @@ def _record_traced(
             reported=bool(write_failed),
             overhead=footer.get("overhead"),
             dash=dash,
+            recording_failed=source.error,
         )
     finally:
         detaching.join()
@@ -625,6 +620,9 @@ def _finish(
             source.stop()
             source.join(timeout=30)
         if writer is not None:
+            if source is not None and source.error:
+                # Read back as damage: a trace whose recording failed is never "complete".
+                footer["recording_failed"] = source.error
             if source is not None:
                 footer["stats"] = source.stats
                 footer["not_observed"] = getattr(source, "not_observed", {})
@@ -749,6 +747,7 @@ def _summarise(
     reported: bool = False,
     overhead: dict[str, Any] | None = None,
     dash: Any = None,
+    recording_failed: str = "",
 ) -> int:
     """The end of a run: the summary (to stderr, to --summary-file, or none with
     -q), then "trace saved" and the exit status. With a dashboard the summary is
@@ -797,6 +796,8 @@ def _summarise(
         )
     if writer.error or summary_failed:
         return EXIT_IO
+    if recording_failed:
+        return EXIT_FAILURE
     if stopper.signum in (signal.SIGTERM, signal.SIGHUP):
         return 128 + stopper.signum
     if command == "trace":

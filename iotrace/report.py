@@ -189,7 +189,8 @@ def render_text(a: Analysis, width: int = 80) -> str:
     tr = a.trace
     width = max(width, 60)
     nthreads = sum(max(p.threads, 1) for p in a.processes)
-    state = "complete" if tr.complete else "CUT SHORT"
+    failed = tr.damage.startswith("the recording failed")
+    state = "complete" if tr.complete else "RECORDING FAILED" if failed else "CUT SHORT"
     head = [
         f"iotrace report: {tr.path.name}",
         f"{len(a.processes)} processes, {nthreads} threads, {a.duration_ns / 1e9:.2f} s, "
@@ -209,8 +210,21 @@ def render_text(a: Analysis, width: int = 80) -> str:
     if not tr.complete:
         head.append(
             textwrap.shorten(
-                f"NOTE: the trace was cut short ({tr.damage or 'no footer'}); figures cover only "
-                "what was saved",
+                (
+                    f"NOTE: {tr.damage}"
+                    if failed
+                    else f"NOTE: the trace was cut short ({tr.damage or 'no footer'})"
+                )
+                + "; figures cover only what was saved",
+                width=width - 1,
+                placeholder="...",
+            )
+        )
+    if tr.skipped:
+        head.append(
+            textwrap.shorten(
+                f"NOTE: skipped {len(tr.skipped)} chunk(s) of a newer trace format "
+                f"({', '.join(sorted(set(tr.skipped)))}); upgrade iotrace to see them",
                 width=width - 1,
                 placeholder="...",
             )
@@ -275,6 +289,7 @@ def report_json(a: Analysis) -> dict[str, Any]:
             "format_version": f"{tr.version[0]}.{tr.version[1]}",
             "complete": tr.complete,
             "damage": tr.damage or None,
+            "skipped_chunks": list(tr.skipped),
             "kernel": tr.meta.get("kernel"),
             "command": tr.meta.get("command"),
             "records": a.records,

@@ -15,14 +15,21 @@ Tags:
     END.  JSON object, the footer; a file without it was cut short
 
 Every chunk carries its length and a CRC, so a file whose writer was killed
-is read up to its last whole chunk and reported as cut short. Nothing in a
-file is ever executed: JSON and raw little-endian records only, with every
-length checked against fixed caps before anything is allocated.
+is read up to its last whole chunk and reported as cut short. From format 2.0
+the CRC covers the chunk header too (tag, codec, lengths: crc32 of the header's
+first 24 bytes, its last 4, then the payload), so a flipped bit in a tag is
+damage, not a chunk to skip; 1.x files keep their payload-only CRC. A chunk
+tag this reader does not know is skipped only in a file of a newer minor
+version, and the reader says so (`Trace.skipped`); in any other file it is
+damage. Nothing in a file is ever executed: JSON and raw little-endian records
+only, with every length checked against fixed caps before anything is
+allocated, and every number and string bounded as it is decoded (`_json`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import threading
@@ -35,8 +42,9 @@ from typing import IO, Any, Final
 
 import numpy as np
 
-from iotrace import events, runs
+from iotrace import events, outfile, runs
 from iotrace.errors import OutputError, TraceFileError
+from iotrace.text import printable_json
 
 MAGIC: Final = b"IOTRACE\0"
 _HEADER: Final = struct.Struct("<8sHHI")
@@ -44,6 +52,7 @@ _CHUNK: Final = struct.Struct("<4sHHQQII")
 CODEC_NONE: Final = 0
 CODEC_ZSTD: Final = 1
 
+KNOWN_TAGS: Final = frozenset({b"META", b"EVTS", b"PROC", b"STAT", b"END."})
 _TAG_BYTES: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!_")
 """What a chunk tag is made of, now and in newer minor versions."""
 MAX_JSON_BYTES: Final = 16 << 20
@@ -88,7 +97,7 @@ class TaskInfo:
             raise TraceFileError("task entry is not an object")
         d: dict[str, Any] = obj
         try:
-            return cls(
+            info = cls(
                 pid=int(d["pid"]),
                 tid=int(d.get("tid", d["pid"])),
                 comm=str(d.get("comm", "")),
@@ -97,8 +106,15 @@ class TaskInfo:
                 workload=str(d.get("workload", "")),
                 exe=str(d.get("exe", "")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise TraceFileError(f"task entry is malformed: {exc}") from None
+        # The ranges of the record fields they are matched with.
+        for name in ("pid", "tid", "ppid"):
+            if not 0 <= getattr(info, name) < 1 << 32:
+                raise TraceFileError(f"task entry is malformed: {name} out of range")
+        if not 0 <= info.start_ns < 1 << 64:
+            raise TraceFileError("task entry is malformed: start_ns out of range")
+        return info
 
 
 @dataclass
@@ -113,7 +129,10 @@ class Trace:
     footer: dict[str, Any] | None
     version: tuple[int, int]
     damage: str = ""
-    """Why reading stopped early ("" when the file was read to its end)."""
+    """What is wrong with the file ("" when nothing): why reading stopped early, a
+    header that disagrees with the metadata, or a recording that failed."""
+    skipped: list[str] = field(default_factory=list)
+    """Tags of chunks skipped as a newer minor version's (the file was read on)."""
 
     @property
     def complete(self) -> bool:
@@ -125,6 +144,21 @@ class Trace:
 
 
 _ZSTD: Any = None
+
+
+def chunk_crc(major: int, head: bytes, payload: bytes) -> int:
+    """The CRC a chunk must carry in a file of format `major`: from 2.0 over the
+    header (its CRC field left out) and the payload, in 1.x over the payload only."""
+    if major < 2:
+        return zlib.crc32(payload)
+    return zlib.crc32(payload, zlib.crc32(head[28:32], zlib.crc32(head[:24])))
+
+
+def pack_chunk(tag: bytes, codec: int, payload: bytes, raw_len: int, major: int = 2) -> bytes:
+    """A whole chunk (header + payload) as a file of format `major` holds it."""
+    head = _CHUNK.pack(tag, codec, 0, len(payload), raw_len, 0, 0)
+    crc = chunk_crc(major, head, payload)
+    return _CHUNK.pack(tag, codec, 0, len(payload), raw_len, crc, 0) + payload
 
 
 def _compress(raw: bytes | memoryview) -> tuple[int, bytes]:
@@ -169,16 +203,9 @@ class TraceWriter:
         self.events_written = 0
         self.bytes_written = 0
         self.error: str = ""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        flags |= os.O_TRUNC if force else os.O_EXCL
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except FileExistsError:
-            raise OutputError(
-                f"{self.path} already exists; choose another -o or pass --force"
-            ) from None
-        except OSError as exc:
-            raise OutputError(f"cannot create {self.path}: {exc.strerror}") from None
+        # Regular files only, never through a symlink, given to the sudo user
+        # only when created here: see iotrace.outfile.
+        fd = outfile.create(self.path, force=force, hint="-o")
         self._file: IO[bytes] = os.fdopen(fd, "wb", buffering=0)
         full_meta = {
             "format": "iotrace.trace",
@@ -206,11 +233,10 @@ class TraceWriter:
             view = view[n:]
 
     def _chunk(self, tag: bytes, raw: bytes | memoryview, *, compress: bool) -> None:
-        codec, stored = _compress(raw) if compress else (CODEC_NONE, raw)
-        head = _CHUNK.pack(tag, codec, 0, len(stored), len(raw), zlib.crc32(stored), 0)
+        codec, stored = _compress(raw) if compress else (CODEC_NONE, bytes(raw))
         # One write per chunk: a reader (or a crash) sees whole chunks or a
         # detectably short tail, never an interleaving.
-        self._write(head + stored)
+        self._write(pack_chunk(tag, codec, stored, len(raw), events.SCHEMA_VERSION[0]))
 
     def _guarded(self, tag: bytes, raw: bytes | memoryview, compress: bool) -> bool:
         with self._lock:
@@ -273,11 +299,44 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return data if data is not None else b""
 
 
+MAX_JSON_INT_DIGITS: Final = 40
+"""Longer integers in a trace's JSON are damage (the longest iotrace writes is a u64)."""
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > 400:
+        raise ValueError(f"a number of {len(text)} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"a number out of range ({text[:20]})")
+    return value
+
+
+def _json_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
+
+
 def _json(payload: bytes, what: str) -> Any:
+    """A chunk's JSON, with numbers bounded (no 1e999, no NaN, no 5001-digit
+    integers) and every string made printable (no terminal escapes, no lone
+    surrogates that cannot be printed or encoded)."""
     try:
-        return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise TraceFileError(f"the {what} chunk is not valid JSON: {exc}") from None
+        value = json.loads(
+            payload,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+        return printable_json(value)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise TraceFileError(f"the {what} chunk is not valid JSON: {reason}") from None
 
 
 @dataclass
@@ -300,11 +359,11 @@ def _open_checked(path: Path) -> IO[bytes]:
     return f
 
 
-def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, Any]]:
+def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, Any], str]:
     head = _read_exact(f, _HEADER.size)
     if len(head) < _HEADER.size or head[:8] != MAGIC:
         raise TraceFileError(f"{path} is not an iotrace trace file")
-    _, major, minor, _ = _HEADER.unpack(head)
+    _, major, minor, reserved = _HEADER.unpack(head)
     if major > events.SCHEMA_VERSION[0]:
         raise TraceFileError(
             f"{path} uses trace format {major}.{minor}, newer than this iotrace "
@@ -312,16 +371,29 @@ def _read_header(f: IO[bytes], path: Path) -> tuple[tuple[int, int], dict[str, A
         )
     if major < 1:
         raise TraceFileError(f"{path} has an unknown trace format version {major}.{minor}")
-    first = _next_chunk(f)
+    first = _next_chunk(f, major)
     if isinstance(first, str) or first is None or first[0] != b"META":
         raise TraceFileError(f"{path} is damaged: its metadata chunk is missing or unreadable")
     meta = _json(_decompress(first[1], first[2], first[3]), "metadata")
     if not isinstance(meta, dict):
         raise TraceFileError(f"{path} is damaged: its metadata is not an object")
-    return (major, minor), meta
+    return (major, minor), meta, _header_damage((major, minor), reserved, meta)
 
 
-def _next_chunk(f: IO[bytes]) -> tuple[bytes, int, bytes, int] | str | None:
+def _header_damage(version: tuple[int, int], reserved: int, meta: dict[str, Any]) -> str:
+    """What is wrong with the file header that no CRC covers ("" when nothing)."""
+    said = meta.get("schema_version")
+    if isinstance(said, list) and said != list(version):
+        return (
+            f"the file header says format {version[0]}.{version[1]} but its metadata "
+            f"{'.'.join(map(str, said))[:20]}"
+        )
+    if reserved and version <= events.SCHEMA_VERSION:
+        return "the file header's reserved field is not zero"
+    return ""
+
+
+def _next_chunk(f: IO[bytes], major: int) -> tuple[bytes, int, bytes, int] | str | None:
     """The next chunk, None at a clean end, or a string saying why it is unreadable."""
     head = _read_exact(f, _CHUNK.size)
     if not head:
@@ -339,41 +411,73 @@ def _next_chunk(f: IO[bytes]) -> tuple[bytes, int, bytes, int] | str | None:
     payload = _read_exact(f, stored_len)
     if len(payload) < stored_len:
         return "cut short inside a chunk"
-    if zlib.crc32(payload) != crc:
+    if chunk_crc(major, head, payload) != crc:
         return f"a {tag!r} chunk fails its checksum"
     return tag, codec, payload, raw_len
+
+
+def count_records(path: Path | str) -> int:
+    """How many records a trace's EVTS chunks claim, from the chunk headers alone
+    (nothing decompressed or checked): for refusing work too big to do in memory
+    before starting it."""
+    path = Path(path)
+    with _open_checked(path) as f:
+        _read_header(f, path)
+        n = 0
+        while True:
+            head = _read_exact(f, _CHUNK.size)
+            if len(head) < _CHUNK.size:
+                return n
+            tag, _, _, stored_len, raw_len, _, _ = _CHUNK.unpack(head)
+            if not _TAG_BYTES.issuperset(tag) or stored_len > MAX_EVENTS_CHUNK_BYTES:
+                return n
+            if tag == b"EVTS":
+                n += min(raw_len, MAX_EVENTS_CHUNK_BYTES) // events.EVENT_SIZE
+            f.seek(stored_len, os.SEEK_CUR)
 
 
 def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[tuple[bytes, Any]]]:
     """Version, metadata, and an iterator of decoded (tag, value) chunks.
 
     EVTS values are event arrays, PROC lists of TaskInfo, STAT/END dicts. The
-    iterator yields (b"DMG!", reason) and stops at the first unreadable chunk.
+    iterator yields (b"DMG!", reason) and stops at the first unreadable chunk,
+    and (b"SKIP", tag) for a chunk of a newer minor version that it skipped.
     Chunks are read one at a time, so a large file never sits in memory raw.
     """
     path = Path(path)
     f = _open_checked(path)
     try:
-        version, meta = _read_header(f, path)
+        version, meta, header_damage = _read_header(f, path)
     except BaseException:
         f.close()
         raise
     fields = meta.get("event_fields")
     expected = [[fl.name, fl.npcode] for fl in events.EVENT_FIELDS]
-    if version[0] == events.SCHEMA_VERSION[0] and fields is not None and fields != expected:
+    # Formats 1 and 2 share the record layout.
+    if version[0] in (1, 2) and fields is not None and fields != expected:
         f.close()
         raise TraceFileError(f"{path} declares an event layout this iotrace does not know")
 
     def gen() -> Iterator[tuple[bytes, Any]]:
         with f:
+            if header_damage:  # reported, and the chunks are read on
+                yield b"DMG!", header_damage
             while True:
-                chunk = _next_chunk(f)
+                chunk = _next_chunk(f, version[0])
                 if chunk is None:
                     return
                 if isinstance(chunk, str):
                     yield b"DMG!", chunk
                     return
                 tag, codec, payload, raw_len = chunk
+                if tag not in KNOWN_TAGS:
+                    if version > events.SCHEMA_VERSION:
+                        # A newer minor's chunk this reader cannot know: skip it, say so.
+                        yield b"SKIP", tag.decode("ascii")
+                        continue
+                    # Every chunk a file of this version may hold is known here.
+                    yield b"DMG!", f"a chunk with an unknown tag {tag!r}"
+                    return
                 try:
                     raw = _decompress(codec, payload, raw_len, records=tag == b"EVTS")
                     value = _decode_chunk(tag, raw)
@@ -404,7 +508,7 @@ def _decode_chunk(tag: bytes, raw: Any) -> Any:
         if not isinstance(obj, dict):
             raise TraceFileError("a counters chunk is not an object")
         return obj
-    return None  # unknown chunk from a newer minor version: skipped
+    return None  # META again: nothing new
 
 
 @dataclass
@@ -452,6 +556,7 @@ class TraceStream:
         self.stats: dict[str, Any] = {}
         self.footer: dict[str, Any] | None = None
         self.damage = ""
+        self.skipped: list[str] = []
         self.records = 0
 
     def events(self) -> Iterator[np.ndarray]:
@@ -471,9 +576,14 @@ class TraceStream:
                 if isinstance(value.get("stats"), dict):
                     self.stats = value["stats"]
             elif tag == b"DMG!":
-                self.damage = value
+                self.damage = f"{self.damage}; {value}" if self.damage else value
+            elif tag == b"SKIP":
+                self.skipped.append(value)
         if self.footer is None and not self.damage:
             self.damage = "cut short: the writer stopped before closing the file"
+        failed = self.footer.get("recording_failed") if self.footer else None
+        if failed and not self.damage:
+            self.damage = f"the recording failed: {failed}"
 
     def trace(self, evs: np.ndarray | None = None) -> Trace:
         """The trace as read so far, holding `evs` as its records (none by default:
@@ -487,6 +597,7 @@ class TraceStream:
             footer=self.footer,
             version=self.version,
             damage=self.damage,
+            skipped=list(self.skipped),
         )
 
 

@@ -64,8 +64,11 @@ _LIFECYCLE_TPS: Final = (
 def tracefs_root() -> Path | None:
     """Where tracefs is mounted, or None."""
     for p in TRACEFS_CANDIDATES:
-        if (p / "events").is_dir():
-            return p
+        try:
+            if (p / "events").is_dir():
+                return p
+        except OSError:  # not root: tracefs is 0700 (`--ebpf` needs no root)
+            continue
     return None
 
 
@@ -77,8 +80,11 @@ def available_tracepoints(root: Path | None = None) -> set[str]:
     found = set()
     for tp in TRACEPOINTS:
         group, name = tp.split(":", 1)
-        if (root / "events" / group / name).is_dir():
-            found.add(tp)
+        try:
+            if (root / "events" / group / name).is_dir():
+                found.add(tp)
+        except OSError:
+            continue
     return found
 
 

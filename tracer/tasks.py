@@ -15,6 +15,7 @@ import numpy as np
 
 from iotrace.events import Kind, TaskOp, comm_from_words
 from iotrace.session import TaskInfo
+from iotrace.text import escape_bytes
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -31,21 +32,22 @@ def _boot_to_monotonic_ns() -> int:
 
 
 def read_proc_stat(pid: int, tid: int | None = None, proc: Path = Path("/proc")) -> dict | None:
-    """comm, ppid and start time (CLOCK_MONOTONIC ns, to the kernel's clock tick) of a
-    task, or None if it is gone."""
+    """comm (escaped, see iotrace.text), ppid and start time (CLOCK_MONOTONIC ns, to
+    the kernel's clock tick) of a task, or None if it is gone."""
     path = proc / str(pid) / "stat" if tid is None else proc / str(pid) / "task" / str(tid) / "stat"
     try:
-        text = path.read_text()
+        # Bytes: a name is any bytes a program gave prctl(PR_SET_NAME), not UTF-8.
+        data = path.read_bytes()
     except OSError:
         return None
     # comm may contain spaces and parentheses: split at the last ')'.
-    lpar, rpar = text.find("("), text.rfind(")")
+    lpar, rpar = data.find(b"("), data.rfind(b")")
     if lpar < 0 or rpar < 0:
         return None
-    rest = text[rpar + 2 :].split()
+    rest = data[rpar + 2 :].split()
     try:
         return {
-            "comm": text[lpar + 1 : rpar],
+            "comm": escape_bytes(data[lpar + 1 : rpar]),
             "ppid": int(rest[1]),
             "start_ns": int(rest[19]) * (1_000_000_000 // _CLK_TCK) + _boot_to_monotonic_ns(),
         }
@@ -55,16 +57,21 @@ def read_proc_stat(pid: int, tid: int | None = None, proc: Path = Path("/proc"))
 
 def tgid_of(tid: int, proc: Path = Path("/proc")) -> int | None:
     try:
-        for line in (proc / str(tid) / "status").read_text().splitlines():
-            if line.startswith("Tgid:"):
+        for line in (proc / str(tid) / "status").read_bytes().splitlines():
+            if line.startswith(b"Tgid:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return None
 
 
-def descendants(pids: list[int], proc: Path = Path("/proc")) -> list[int]:
-    """The given pids and every process below them, as /proc shows them now."""
+def descendants(
+    pids: list[int], proc: Path = Path("/proc"), exclude: int | None = None
+) -> list[int]:
+    """The given pids and every process below them, as /proc shows them now;
+    never `exclude` (iotrace itself, default: this process) or what is below it."""
+    if exclude is None:
+        exclude = os.getpid()
     children: dict[int, list[int]] = {}
     for entry in proc.iterdir() if proc.is_dir() else ():
         if not entry.name.isdigit():
@@ -76,7 +83,7 @@ def descendants(pids: list[int], proc: Path = Path("/proc")) -> list[int]:
     seen: set[int] = set()
     while todo:
         p = todo.pop()
-        if p in seen:
+        if p in seen or p == exclude:
             continue
         seen.add(p)
         out.append(p)

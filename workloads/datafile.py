@@ -225,7 +225,8 @@ def choose_data_dir(explicit: str | None, home: str | None) -> str:
                 reasons.append(f"{path}: on tmpfs")
                 continue
             if explicit:
-                os.makedirs(path, mode=0o700, exist_ok=True)
+                if not os.path.isdir(path):  # the user's own directory: never created
+                    raise OSError(f"{path}: no such directory")
             else:
                 _make_private_dir(path)
             if not explicit and fs_type(path) in ("tmpfs", "ramfs"):

@@ -8,6 +8,7 @@ fio writes `iodepth_batch_complete_min`; both that and the dashed form
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,18 @@ def parse_size(text: str) -> int:
     return value
 
 
+MAX_DURATION_S = 3 * 86400
+"""The longest duration any option takes: more is a typo (`-d 1e9` is 31 years)."""
+
+
+def check_duration(value: float, text: str) -> float:
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"duration too long: {text!r} (at most {MAX_DURATION_S // 86400} days)"
+        )
+    return value
+
+
 def parse_duration(text: str, *, allow_zero: bool = False) -> float:
     """Seconds from '5', '2.5s', '20ms', '100us', '2m'."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|ms|s|m|h)?\s*", text.lower())
@@ -37,7 +50,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> float:
     value = float(m.group(1)) * _TIME_UNITS[m.group(2) or "s"]
     if value < 0 or (value == 0 and not allow_zero):
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return value
+    return check_duration(value, text)
 
 
 def _duration0(text: str) -> float:
@@ -211,6 +224,9 @@ def parse(argv: Sequence[str]) -> tuple[Options, bool]:
     if opts.filesize < opts.bs:
         raise UsageError(f"--filesize ({opts.filesize}) is smaller than --bs ({opts.bs})")
     opts.filesize -= opts.filesize % opts.bs
+    if opts.directory is not None and not os.path.isdir(opts.directory):
+        # A typo must not create a tree (and a 256 MiB data file) somewhere new.
+        raise UsageError(f"--directory {opts.directory}: no such directory")
     return opts, bool(ns.help)
 
 

@@ -127,6 +127,7 @@ def test_submit_batch_bounds_requests_per_submitting_call() -> None:
 
 def test_corrupted_block_fails_loudly(tmp_path: Path) -> None:
     d = tmp_path / "data"
+    d.mkdir(mode=0o700)  # --directory must exist: a typo is never created
     args = ["--filesize", "1m", "--rw", "read", "--directory", str(d)]
     r = _workload_json("sync-blocking", "--file-reads", "256", *args)
     assert r["verified"] is True

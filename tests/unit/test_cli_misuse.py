@@ -60,6 +60,19 @@ MISUSE = [
     (["trace", "-d", "inf", "--", "true"], EXIT_USAGE, "duration must be positive"),
     (["trace", "-d", "nan", "--", "true"], EXIT_USAGE, "duration must be positive"),
     (["trace", "-d", "5parsecs", "--", "true"], EXIT_USAGE, "not a duration"),
+    (["trace", "-d", "1e9", "--", "true"], EXIT_USAGE, "duration too long: '1e9' (at most 3 days)"),
+    (["run", "-d", "73h"], EXIT_USAGE, "duration too long"),
+    (["workload", "sync-blocking", "--runtime", "1000000000"], EXIT_USAGE, "duration too long"),
+    (
+        ["workload", "libaio", "--directory", "/nonexistent-iotrace", "--number-ios", "1"],
+        EXIT_USAGE,
+        "--directory /nonexistent-iotrace: no such directory",
+    ),
+    (
+        ["run", "libaio", "--", "--directory", "/nonexistent-iotrace"],
+        EXIT_USAGE,
+        "no such directory",
+    ),
     (["run", "-d", ""], EXIT_USAGE, "not a duration"),
     (["trace", "--ringbuf-mb", "3", "--", "true"], EXIT_USAGE, "power of two"),
     (["trace", "--ringbuf-mb", "0", "--", "true"], EXIT_USAGE, "power of two"),
@@ -179,9 +192,7 @@ def test_export_and_html_refuse_existing_files_and_symlinks(tmp_path):
     assert kept.read_text() == "precious"
 
 
-def test_export_to_a_full_device_is_one_line_and_keeps_the_device(tmp_path):
-    """/dev/full: every write fails with ENOSPC. A failed export removes its
-    half-written file, but must never remove what it did not create."""
+def _small_trace(tmp_path: Path) -> Path:
     import numpy as np
 
     from iotrace.session import EVENT_DTYPE, TraceWriter
@@ -190,15 +201,55 @@ def test_export_to_a_full_device_is_one_line_and_keeps_the_device(tmp_path):
     w = TraceWriter(tr, {"command": "test"})
     w.write_events(np.zeros(1000, dtype=EVENT_DTYPE))
     w.close({})
+    return tr
+
+
+def test_export_to_a_device_is_refused_and_the_device_kept(tmp_path):
+    """/dev/full, /dev/null, any device: not a regular file, so never written,
+    truncated, removed or (under sudo) handed over, even with --force."""
+    tr = _small_trace(tmp_path)
     if os.geteuid() == 0:
         dev = tmp_path / "full"
         os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 7))  # a private /dev/full
     else:
         dev = Path("/dev/full")
+    before = os.stat(dev)
     proc = cli("export", str(tr), "--format", "jsonl", "-o", str(dev), "--force")
     assert proc.returncode == EXIT_IO
-    assert "No space left on device" in one_line(proc)
-    assert os.path.exists(dev)
+    assert one_line(proc) == (
+        f"iotrace: {dev} is a device, not a regular file; refusing to write to it"
+    )
+    after = os.stat(dev)
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tiny tmpfs")
+def test_export_to_a_full_disk_is_one_line_and_leaves_no_half_file(tmp_path):
+    tr = _small_trace(tmp_path)
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = small / "t.jsonl"
+        proc = cli("export", str(tr), "--format", "jsonl", "-o", str(out))
+        assert proc.returncode == EXIT_IO
+        assert "No space left on device" in one_line(proc)
+        assert not out.exists()
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_export_to_a_directory_says_so(tmp_path):
+    tr = _small_trace(tmp_path)
+    for force in ([], ["--force"]):
+        assert main(["export", str(tr), "--format", "csv", "-o", str(tmp_path), *force]) == EXIT_IO
+    proc = cli("export", str(tr), "--format", "csv", "-o", str(tmp_path))
+    assert one_line(proc) == f"iotrace: {tmp_path} is a directory"
 
 
 @pytest.mark.parametrize("reader_left", [True, False])
@@ -231,3 +282,39 @@ def test_a_broken_pipe_is_quiet_only_when_it_is_the_reader_of_stdout(
         assert (rc, err) == (0, "")
     else:
         assert rc != 0 and err.startswith("iotrace: ") and "Broken pipe" in err
+
+
+def test_a_missing_workload_directory_is_never_created():
+    assert main(["workload", "libaio", "--directory", "/nonexistent-iotrace/d"]) == EXIT_USAGE
+    assert not os.path.exists("/nonexistent-iotrace")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_workload_help_is_the_workloads_help(flag, capsys):
+    assert main(["workload", flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: iotrace workload NAME [options]") and "libaio" in out
+    assert main(["workload", "libaio", flag]) == 0
+    assert "libaio" in capsys.readouterr().out
+
+
+NOBODY = ("runuser", "-u", "nobody", "--")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_ebpf_needs_no_root():
+    """tracefs is 0700: the program is printed without the tracepoint list."""
+    import shutil
+
+    if shutil.which("runuser") is None:
+        pytest.skip("no runuser")
+    proc = subprocess.run(
+        [*NOBODY, sys.executable, "-m", "iotrace", "trace", "--ebpf", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "TRACEPOINT_PROBE" in proc.stdout

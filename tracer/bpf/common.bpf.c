@@ -304,6 +304,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     /* child_pid is a new process's tgid or a new thread's tid; either way an
      * entry here makes the child traced (a thread's entry is simply unused). */
     __u32 child = args->child_pid;
+    /* iotrace never traces itself, whatever -p asked for. */
+    if (child == IOT_SELF_TGID)
+        return 0;
     __u8 one = 1;
     if (pids.update(&child, &one) != 0)
         iot_counter(IOT_C_PIDS_FULL);

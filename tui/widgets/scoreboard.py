@@ -74,7 +74,9 @@ def cells_for(row: RowSnapshot) -> dict[str, str | Text]:
     if row.declared_model and row.model not in (row.declared_model, "idle"):
         model = f"{row.model}!"
     return {
-        "row": row.key,
+        # Text, not str: DataTable reads a str as markup, and a process named
+        # "[/]" (any bytes are a valid name) would crash the dashboard.
+        "row": Text(row.key),
         "model": model,
         "api": row.api,
         "iops": fmt_count(row.iops) if has else "-",
