@@ -803,4 +803,6 @@ def write(path: Path, out: IO[bytes], *, compress: bool = True) -> tuple[Written
     w.finish()
     w.stats.packets = o.packets
     w.stats.bytes = o.bytes
-    return w.stats, stream.damage
+    notes = [stream.damage] if stream.damage else []
+    notes += [f"skipped a chunk of a newer trace format ({t})" for t in stream.skipped]
+    return w.stats, "; ".join(notes)

@@ -408,7 +408,6 @@ def _record_traced(
             **extra_meta,
         }
         writer = session.TraceWriter(out, meta, force=args.force)
-        _chown_to_invoker(out)
         if dash is not None:
             dash.recording_started()
         for t in targets:
@@ -720,18 +719,16 @@ def _emit(text: str) -> None:
 
 
 def _write_summary_file(path: Path, text: str) -> bool:
-    """--summary-file: written like the trace (never through a symlink), and
-    given to the user behind sudo."""
+    """--summary-file: written like the trace (a regular file, never through a
+    symlink, given to the user behind sudo only when iotrace created it)."""
+    from iotrace.outfile import output_file
+
     try:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-        )
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-    except OSError as exc:
-        print(f"iotrace: cannot write the summary to {path}: {exc.strerror}", file=sys.stderr)
+        with output_file(path, force=True) as f:
+            f.write(text.encode())
+    except IotraceError as exc:
+        print(f"iotrace: cannot write the summary: {exc}", file=sys.stderr)
         return False
-    _chown_to_invoker(path)
     return True
 
 

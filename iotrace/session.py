@@ -436,6 +436,48 @@ def count_records(path: Path | str) -> int:
             f.seek(stored_len, os.SEEK_CUR)
 
 
+def open_trace(path: Path) -> tuple[IO[bytes], tuple[int, int], dict[str, Any], str]:
+    """The file positioned after its metadata, its version, the metadata, and what is
+    wrong with its header ("" when nothing): the start every reader shares."""
+    f = _open_checked(path)
+    try:
+        version, meta, header_damage = _read_header(f, path)
+        fields = meta.get("event_fields")
+        expected = [[fl.name, fl.npcode] for fl in events.EVENT_FIELDS]
+        # Formats 1 and 2 share the record layout.
+        if version[0] in (1, 2) and fields is not None and fields != expected:
+            raise TraceFileError(f"{path} declares an event layout this iotrace does not know")
+    except BaseException:
+        f.close()
+        raise
+    return f, version, meta, header_damage
+
+
+def read_chunk(f: IO[bytes], version: tuple[int, int]) -> tuple[bytes, Any] | None:
+    """The next chunk of `f`, decoded: (tag, value); (b"DMG!", reason) when it cannot
+    be read (a reader stops there); (b"SKIP", tag) for a newer minor version's chunk
+    this reader cannot know; None at a clean end."""
+    while True:
+        chunk = _next_chunk(f, version[0])
+        if chunk is None:
+            return None
+        if isinstance(chunk, str):
+            return b"DMG!", chunk
+        tag, codec, payload, raw_len = chunk
+        if tag not in KNOWN_TAGS:
+            if version > events.SCHEMA_VERSION:
+                return b"SKIP", tag.decode("ascii")
+            # Every chunk a file of this version may hold is known here.
+            return b"DMG!", f"a chunk with an unknown tag {tag!r}"
+        try:
+            raw = _decompress(codec, payload, raw_len, records=tag == b"EVTS")
+            value = _decode_chunk(tag, raw)
+        except TraceFileError as exc:
+            return b"DMG!", str(exc)
+        if value is not None:  # None: META again, nothing new
+            return tag, value
+
+
 def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[tuple[bytes, Any]]]:
     """Version, metadata, and an iterator of decoded (tag, value) chunks.
 
@@ -445,50 +487,22 @@ def iter_chunks(path: Path) -> tuple[tuple[int, int], dict[str, Any], Iterator[t
     Chunks are read one at a time, so a large file never sits in memory raw.
     """
     path = Path(path)
-    f = _open_checked(path)
-    try:
-        version, meta, header_damage = _read_header(f, path)
-    except BaseException:
-        f.close()
-        raise
-    fields = meta.get("event_fields")
-    expected = [[fl.name, fl.npcode] for fl in events.EVENT_FIELDS]
-    # Formats 1 and 2 share the record layout.
-    if version[0] in (1, 2) and fields is not None and fields != expected:
-        f.close()
-        raise TraceFileError(f"{path} declares an event layout this iotrace does not know")
+    f, version, meta, header_damage = open_trace(path)
 
     def gen() -> Iterator[tuple[bytes, Any]]:
         with f:
             if header_damage:  # reported, and the chunks are read on
                 yield b"DMG!", header_damage
             while True:
-                chunk = _next_chunk(f, version[0])
-                if chunk is None:
+                item = read_chunk(f, version)
+                if item is None:
                     return
-                if isinstance(chunk, str):
-                    yield b"DMG!", chunk
+                yield item
+                if item[0] == b"DMG!":
                     return
-                tag, codec, payload, raw_len = chunk
-                if tag not in KNOWN_TAGS:
-                    if version > events.SCHEMA_VERSION:
-                        # A newer minor's chunk this reader cannot know: skip it, say so.
-                        yield b"SKIP", tag.decode("ascii")
-                        continue
-                    # Every chunk a file of this version may hold is known here.
-                    yield b"DMG!", f"a chunk with an unknown tag {tag!r}"
-                    return
-                try:
-                    raw = _decompress(codec, payload, raw_len, records=tag == b"EVTS")
-                    value = _decode_chunk(tag, raw)
-                except TraceFileError as exc:
-                    yield b"DMG!", str(exc)
-                    return
-                if value is not None:
-                    yield tag, value
                 # Let go of this chunk before reading the next: a streaming reader
                 # then holds one chunk, not two.
-                del chunk, payload, raw, value
+                del item
 
     return version, meta, gen()
 

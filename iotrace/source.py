@@ -21,8 +21,7 @@ from typing import IO, Any, Final, Protocol
 
 import numpy as np
 
-from iotrace import events, session
-from iotrace.errors import TraceFileError
+from iotrace import session
 from iotrace.session import TaskInfo
 
 
@@ -71,19 +70,12 @@ class ChunkReader:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        f = session._open_checked(self.path)
-        try:
-            self.version, self.meta = session._read_header(f, self.path)
-            fields = self.meta.get("event_fields")
-            expected = [[fl.name, fl.npcode] for fl in events.EVENT_FIELDS]
-            if self.version[0] == events.SCHEMA_VERSION[0] and fields not in (None, expected):
-                raise TraceFileError(
-                    f"{self.path} declares an event layout this iotrace does not know"
-                )
-        except BaseException:
-            f.close()
-            raise
+        f, self.version, self.meta, header_damage = session.open_trace(self.path)
         self._f: IO[bytes] | None = f
+        self.header_damage = header_damage
+        """What is wrong with the file header (no CRC covers it); the chunks are read on."""
+        self.skipped: list[str] = []
+        """Tags of chunks of a newer minor version that were skipped."""
 
     def next(self, *, growing: bool = False) -> tuple[bytes, Any] | object | None:
         """(tag, value) of the next known chunk (b"DMG!", reason for a damaged one,
@@ -91,23 +83,17 @@ class ChunkReader:
         or `_WAIT` (only when `growing`)."""
         while self._f is not None:
             pos = self._f.tell()
-            chunk = session._next_chunk(self._f)
-            if isinstance(chunk, tuple):
-                tag, codec, payload, raw_len = chunk
-                try:
-                    raw = session._decompress(codec, payload, raw_len, records=tag == b"EVTS")
-                    value = session._decode_chunk(tag, raw)
-                except TraceFileError as exc:
-                    chunk = str(exc)
-                else:
-                    if value is None:
-                        continue  # a chunk of a newer minor version: skipped
-                    return tag, value
+            item = session.read_chunk(self._f, self.version)
+            if item is not None and item[0] == b"SKIP":
+                self.skipped.append(str(item[1]))
+                continue
+            if item is not None and item[0] != b"DMG!":
+                return item
             if growing:
                 self._f.seek(pos)
                 return _WAIT
             self.close()
-            return None if chunk is None else (b"DMG!", chunk)
+            return item
         return None
 
     def close(self) -> None:
@@ -127,8 +113,9 @@ class _FileSource:
         self.path: Path | None = self._reader.path
         self.meta = self._reader.meta
         self.version = self._reader.version
-        self.damage = ""
-        """Why reading stopped before the footer ("" for a whole file)."""
+        self.damage = self._reader.header_damage
+        """Why reading stopped before the footer, or what is wrong with the header
+        ("" for a whole, sound file)."""
         self.complete = False
         """True once the footer was read."""
         self._stopped = False
