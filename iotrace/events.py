@@ -208,7 +208,7 @@ def probe_name(probe_id: int) -> str:
 
 def op_name(kind: int, op: int) -> str:
     """Name of an op for display: the syscall, the request opcode, or the task event."""
-    if kind == Kind.SYSCALL:
+    if kind in (Kind.SYSCALL, Kind.SYSCALL_RUN):
         return SYSCALL_BY_OP[op].name if op in SYSCALL_BY_OP else f"syscall{op}"
     if kind == Kind.TASK:
         try:

@@ -31,7 +31,8 @@ from iotrace.outfile import check_target, output_file
 
 EXPORT_FORMAT = "iotrace.export/2"
 """/2: `offset` became `file_offset` (a reserved word in SQL), `wall_time` was added
-and off_cpu rows are named by what the thread was off CPU for."""
+and off_cpu rows are named by what the thread was off CPU for; `calls` was added for
+syscall_run rows (storms the kernel folded: one row for up to 255 calls)."""
 
 EXPORT_SCHEMA = pa.schema(
     [
@@ -47,6 +48,7 @@ EXPORT_SCHEMA = pa.schema(
         pa.field("end_ns", pa.uint64()),
         pa.field("kdone_ns", pa.uint64()),
         pa.field("dur_ns", pa.int64()),
+        pa.field("calls", pa.uint32()),
         pa.field("off_cpu_ns", pa.uint64(), nullable=False),
         pa.field("runq_ns", pa.uint64(), nullable=False),
         pa.field("ret", pa.int64(), nullable=False),
@@ -65,7 +67,11 @@ EXPORT_SCHEMA = pa.schema(
 wall clock (from the trace's clock anchor; null without one); end_ns/kdone_ns are null
 when not observed, dur_ns = end_ns - ts_ns when both are known. `name` is the syscall
 or request opcode; for off_cpu rows the call the thread slept in, "preempted" or
-"untraced" (asleep outside the traced calls)."""
+"untraced" (asleep outside the traced calls). `calls` is 1 for a syscall row and the
+number of calls for a syscall_run row, whose dur_ns is the calls' summed duration
+(kdone_ns null), ret their summed result or shared errno, size their summed sizes,
+key the shortest and longest call and user_data their histogram (README: run
+records); null for other rows."""
 
 _ERRNAMES = dict(errno.errorcode)
 TABLE_ROWS = 65_536
@@ -167,7 +173,11 @@ def event_table(
     ts = ev["ts_ns"].astype("uint64")
     end_known = end > 0
     ret = ev["ret"].astype("int64")
-    is_call = kinds == int(Kind.SYSCALL)
+    is_run = kinds == int(Kind.SYSCALL_RUN)
+    is_call = (kinds == int(Kind.SYSCALL)) | is_run
+    calls = np.where(is_run, ev["offset"], 1).astype("uint32")
+    dur = np.where(is_run, kdone.astype("int64"), end.astype("int64") - ts.astype("int64"))
+    kdone = np.where(is_run, 0, kdone).astype("uint64")
     is_req = np.isin(
         kinds, [int(Kind.AIO_REQUEST), int(Kind.URING_REQUEST), int(Kind.POSIX_AIO_REQUEST)]
     )
@@ -195,7 +205,8 @@ def event_table(
         ),
         "end_ns": pa.array(end, mask=~end_known),
         "kdone_ns": pa.array(kdone, mask=kdone == 0),
-        "dur_ns": pa.array(end.astype("int64") - ts.astype("int64"), mask=~end_known),
+        "dur_ns": pa.array(dur, mask=~end_known),
+        "calls": pa.array(calls, mask=~is_call),
         "off_cpu_ns": pa.array(ev["off_cpu_ns"].astype("uint64")),
         "runq_ns": pa.array(ev["runq_ns"].astype("uint64")),
         "ret": pa.array(ret),
@@ -273,11 +284,19 @@ def write_csv(tables: Iterator[pa.Table], meta: dict[str, Any], out: IO[bytes]) 
     return rows
 
 
+def _iso(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
 def write_jsonl(tables: Iterator[pa.Table], meta: dict[str, Any], out: IO[bytes]) -> int:
     rows = 0
     for t in tables:
         for rec in t.to_pylist():
-            out.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+            # wall_time comes out as a timestamp object: ISO 8601, to the nanosecond
+            line = json.dumps(rec, separators=(",", ":"), default=_iso)
+            out.write(line.encode() + b"\n")
         rows += t.num_rows
     return rows
 

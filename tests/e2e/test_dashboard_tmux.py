@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from iotrace import events, session
+
 pytestmark = pytest.mark.e2e
 
 IOTRACE = str(Path(sys.executable).with_name("iotrace"))
@@ -213,3 +215,33 @@ def test_closing_the_terminal_ends_iotrace_within_2_s_with_a_whole_trace(tmux_ok
     t = session.load(trace)
     assert t.complete, t.damage
     assert len(t.events) > 0
+
+
+def test_the_default_run_with_its_dashboard_loses_nothing(tmux_ok, tmp_path):
+    """A new user's first command, as they run it: `iotrace run` with the live
+    dashboard in a real terminal, the four default workloads to their own end.
+    Every call is in the trace, as its own record or counted in a run record."""
+    trace = tmp_path / "first.trace"
+    done = tmp_path / "exit-code"
+    cmd = f"cd {tmp_path} && {IOTRACE} run -o {trace}; echo $? > {done}; sleep 600"
+    tm = Tmux("iotrace-e2e-first", cmd)
+    try:
+        screen = tm.wait_for(r"■ ENDED", 120)
+        assert re.search(r"\blost 0\b", screen), screen
+        for model in MODELS:
+            assert re.search(rf"(?m)^ \S+\s+{re.escape(model)}\s", screen), screen
+        tm.keys("q")
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert done.exists() and done.read_text().strip() == "0", tm.screen()
+    finally:
+        tm.close()
+    t = session.load(trace)
+    assert t.complete
+    lost = t.events[t.events["kind"] == events.Kind.LOST]
+    assert int(lost["size"].sum()) == 0
+    assert not any(t.stats.get("lost", {}).values())
+    # the EAGAIN storm of the sync-nonblocking workload was folded, not dropped
+    runs_ = t.events[t.events["kind"] == events.Kind.SYSCALL_RUN]
+    assert len(runs_) > 0 and int(runs_["offset"].sum()) > 10 * len(runs_)

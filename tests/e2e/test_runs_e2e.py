@@ -51,6 +51,14 @@ def test_a_million_and_three_eagain_reads_are_counted_exactly_in_few_records(sto
     assert rep.returncode == 0, rep.stderr
     doc = json.loads(rep.stdout)
     assert doc["trace"]["calls_from_runs"] >= 1_000_003 - 2 * events.RUN_MAX_CALLS
+    # an export counts them too: `calls` per row, one row per run
+    out = tmp_path / "t.jsonl"
+    exp = iotrace("export", str(tmp_path / "t.trace"), "--format", "jsonl", "-o", str(out))
+    assert exp.returncode == 0, exp.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    eagain = [r for r in rows if r["name"] == "read" and r["error"] == "EAGAIN"]
+    assert sum(r["calls"] for r in eagain) == 1_000_003
+    assert {r["kind"] for r in eagain} == {"syscall", "syscall_run"}
 
 
 def test_empty_polls_fold_and_count_exactly(storm, tmp_path):
