@@ -27,7 +27,7 @@ COUNTER_NAMES = (
     "threads_map_full",
     "pids_map_full",
     "aio_map_full",
-    "aio_resubmitted_in_flight",
+    "aio_reaped_in_user_space",
     "aio_reaped_without_submit",
     "aio_beyond_loop_bound",
     "uring_map_full",

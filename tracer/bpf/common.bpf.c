@@ -44,7 +44,7 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_THREADS_FULL   0   /* thread map full: a thread went untraced */
 #define IOT_C_PIDS_FULL      1   /* pid map full: a child went unfollowed */
 #define IOT_C_AIO_FULL       2   /* AIO in-flight map full: request untracked */
-#define IOT_C_AIO_RESUBMIT   3   /* iocb resubmitted while in flight */
+#define IOT_C_AIO_RESUBMIT   3   /* iocb resubmitted unreaped: reaped from the user-space ring */
 #define IOT_C_AIO_NO_SUBMIT  4   /* reaped event whose submission was not seen */
 #define IOT_C_AIO_TRUNC      5   /* iocbs/events beyond the per-call loop bound */
 #define IOT_C_URING_FULL     6
