@@ -31,6 +31,7 @@ MODEL_COLORS = {
     "sync-nonblocking": "#d62728",
     "async-blocking": "#2ca02c",
     "async-nonblocking": "#9467bd",
+    "memory-mapped": "#8c564b",
     "idle": "#7f7f7f",
 }
 FAMILY_COLORS = {
