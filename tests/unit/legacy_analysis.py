@@ -221,9 +221,7 @@ def summarize(
     rated = len(observed) >= MIN_RATED_REQUESTS and r_span >= MIN_RATED_SPAN_NS
 
     # Time shares, summed over threads (so a multi-threaded process stays within 100%).
-    io_calls = sc["family"].isin((*DATA_FAMILIES, FAULT_FAMILY)) | sc["name"].isin(
-        _IO_WAIT_CALLS
-    )
+    io_calls = sc["family"].isin((*DATA_FAMILIES, FAULT_FAMILY)) | sc["name"].isin(_IO_WAIT_CALLS)
     asleep = sc["off_cpu_ns"] - sc["runq_ns"]
     blocked_io = int(asleep[io_calls].sum())
     mux_wait = int(asleep[(sc["family"] == MUX_FAMILY) & (sc["ret"] != 0)].sum())

@@ -5,8 +5,6 @@ import re
 import pytest
 from iotrace.tracer import program
 
-from iotrace import events
-
 
 def test_every_syscall_gets_one_enter_and_one_exit_probe():
     text = program.build(program.ProgramOptions())
