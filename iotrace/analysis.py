@@ -201,6 +201,49 @@ def _syscall_frame(ev: np.ndarray) -> pd.DataFrame:
     return df.sort_values(["ts_ns", "tid"], kind="stable").reset_index(drop=True)
 
 
+_EPOLL_ADD: Final = (1, 3)
+"""EPOLL_CTL_ADD and EPOLL_CTL_MOD: the fd is in the set after either."""
+_FD_BITS: Final = 21
+
+
+def _epoll_key(pid: Any, epfd: Any, fd: Any = 0) -> Any:
+    """(pid, epoll fd[, fd]) as one integer, scalar or array (fds below 2**21)."""
+    return (pid << (2 * _FD_BITS)) | ((epfd & _FD_MASK) << _FD_BITS) | (fd & _FD_MASK)
+
+
+_FD_MASK: Final = (1 << _FD_BITS) - 1
+
+
+def _registered(
+    pid: np.ndarray, wait_fd: np.ndarray, fd: np.ndarray, sets: set[int], known: set[int]
+) -> np.ndarray:
+    """Whether the wait (its epoll fd, or -1 for poll/select) can have reported
+    `fd` ready: poll and select name no set; an epoll set whose epoll_ctl calls
+    were not seen (traced from mid-run) might hold any fd; else `fd` must have
+    been added to it."""
+    ok = wait_fd < 0
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        p, w, f = pid[rest], wait_fd[rest], fd[rest]
+        ok[rest] = ~np.isin(_epoll_key(p, w), np.fromiter(known, np.int64, len(known)))
+        ok[rest] |= np.isin(_epoll_key(p, w, f), np.fromiter(sets, np.int64, len(sets)))
+    return ok
+
+
+def _epoll_sets(sc: pd.DataFrame) -> tuple[set[int], set[int]]:
+    """The fds added to each epoll set, and the sets seen: (pid, epfd, fd) and
+    (pid, epfd) keys, from the successful epoll_ctl calls."""
+    ctl = sc[(sc["name"] == "epoll_ctl") & (sc["ret"] == 0)]
+    pid = ctl["pid"].to_numpy(np.int64)
+    epfd = ctl["offset"].to_numpy().astype(np.int64)
+    add = np.isin(ctl["size"].to_numpy(), _EPOLL_ADD)
+    fd = ctl["fd"].to_numpy(np.int64)
+    return (
+        set(_epoll_key(pid[add], epfd[add], fd[add]).tolist()),
+        set(_epoll_key(pid, epfd).tolist()),
+    )
+
+
 def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
     """Requests made with sync data calls, with start times per the module doc."""
     import pandas as pd
@@ -228,8 +271,12 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
     # is idle time), and never one made with a positional call or a page fault.
     mux = sc[(sc["family"] == MUX_FAMILY) & (sc["ret"] > 0)]
     movable = ~data["name"].isin(_UNWAITED).to_numpy()
+    waited = np.zeros(len(data), dtype=bool)
+    sets, known = _epoll_sets(sc)
     if not mux.empty:
         tids = data["tid"].to_numpy()
+        pids = data["pid"].to_numpy(np.int64)
+        fds = data["fd"].to_numpy(np.int64)
         for tid, mux_t in mux.groupby("tid"):
             sel = np.flatnonzero((tids == tid) & done & movable)
             if not len(sel):
@@ -241,12 +288,15 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
             m = mux_t.sort_values("ts_ns")
             m_ts = m["ts_ns"].to_numpy()
             m_end = m["end_ns"].to_numpy()
+            m_fd = m["fd"].to_numpy(np.int64)
             i = np.searchsorted(m_end, ts[sel], side="right") - 1
             ok = i >= 0
             wait_ts = m_ts[np.clip(i, 0, None)]
             ok &= (prev_end[sel] < 0) | (wait_ts >= prev_end[sel])
+            ok &= _registered(pids[sel], m_fd[np.clip(i, 0, None)], fds[sel], sets, known)
             start[sel] = np.where(ok, wait_ts, start[sel])
-    data = data.assign(start_ns=start)[done]
+            waited[sel] = ok
+    data = data.assign(start_ns=start, waited=waited)[done]
     if data.empty:
         return _empty_requests()
     ret = data["ret"].to_numpy()
@@ -274,6 +324,7 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
             "observed": True,
             "key": np.zeros(len(data), dtype="uint64"),
             "user_data": np.zeros(len(data), "uint64"),
+            "waited": data["waited"].to_numpy(),
         }
     )
 
@@ -301,6 +352,7 @@ _REQ_COLUMNS = [
     "observed",
     "key",
     "user_data",
+    "waited",
 ]
 
 
@@ -315,6 +367,7 @@ def _empty_requests() -> pd.DataFrame:
             "worker": bool,
             "reap_inferred": bool,
             "observed": bool,
+            "waited": bool,
             "latency_ns": "float64",
             "kernel_ns": "float64",
             "kdone_ns": "float64",
@@ -401,6 +454,7 @@ def _async_requests(ev: np.ndarray, sc: pd.DataFrame) -> pd.DataFrame:
             "observed": observed,
             "key": r["key"].astype("uint64"),
             "user_data": r["user_data"].astype("uint64"),
+            "waited": False,
         }
     )
 
@@ -1044,8 +1098,14 @@ class _Builder:
         # request before it); tid -> the thread's last multiplexer wait (ts, end);
         # tid -> the latest end of its data and multiplexer calls so far.
         self.chains: dict[tuple[int, int], tuple[bool, int, int]] = {}
-        self.last_mux: dict[int, tuple[int, int]] = {}
+        self.last_mux: dict[int, tuple[int, int, int]] = {}
         self.last_end: dict[int, int] = {}
+        self.epoll_sets: set[int] = set()
+        self.epoll_known: set[int] = set()
+        """`_epoll_sets` so far: fds added to epoll sets, and the sets seen."""
+        self.fd_calls: dict[tuple[int, int], int] = {}
+        self.fd_waited: set[tuple[int, int]] = set()
+        """(tid, fd): data calls made on it; those a ready wait started a request on."""
         self.sqpoll_pids: set[int] = set()
         """Processes that set up an io_uring with IORING_SETUP_SQPOLL."""
         # io_uring_enter calls (file order), to infer io_uring reaps at the end.
@@ -1126,6 +1186,14 @@ class _Builder:
             | ((op == _OP["io_uring_enter"]) & (size > 0) & (ret >= 0))
             | (is_mux & (ret >= 0))
         )
+        ctl = (op == _OP["epoll_ctl"]) & (ret == 0)
+        if ctl.any():
+            epfd = sc["offset"][ctl]
+            add = np.isin(size[ctl], _EPOLL_ADD)
+            self.epoll_sets.update(
+                _epoll_key(pid[ctl][add], epfd[add], sc["fd"][ctl][add]).tolist()
+            )
+            self.epoll_known.update(_epoll_key(pid[ctl], epfd).tolist())
         # Sync requests first: a simple one's duration is kept once, as its latency.
         simple = np.zeros(len(op), dtype=bool)
         if is_data.any():
@@ -1181,7 +1249,7 @@ class _Builder:
         if enter.any():
             for k, v in (("pid", pid), ("tid", tid), ("ts", ts), ("end", end)):
                 self.enters[k].add(v[enter])
-        self._carry(tid, ts, end, is_data | is_mux, is_wait)
+        self._carry(tid, ts, end, sc["fd"], is_data | is_mux, is_wait)
         if self.pool is not None:
             self.pool.add_calls(
                 {"pid": pid, "tid": tid, "op": op, "ts_ns": ts, "end_ns": end, "dur_ns": dur,
@@ -1205,6 +1273,7 @@ class _Builder:
         tid: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
+        fd: np.ndarray,
         calls: np.ndarray,
         is_mux: np.ndarray,
     ) -> None:
@@ -1219,10 +1288,14 @@ class _Builder:
         if len(m):
             mo = m[np.lexsort((ts[m], tid[m]))]
             last = np.r_[tid[mo][1:] != tid[mo][:-1], True]
-            for t, s, e in zip(
-                tid[mo][last].tolist(), ts[mo][last].tolist(), end[mo][last].tolist(), strict=True
+            for t, s, e, f in zip(
+                tid[mo][last].tolist(),
+                ts[mo][last].tolist(),
+                end[mo][last].tolist(),
+                fd[mo][last].tolist(),
+                strict=True,
             ):
-                self.last_mux[t] = (s, e)
+                self.last_mux[t] = (s, e, f)
 
     def _sync_requests(
         self,
@@ -1279,8 +1352,20 @@ class _Builder:
         start = first_try.copy()
         done_rows = np.flatnonzero(done)
         movable = ~_IS_UNWAITED[op[idx[done_rows]]]
-        self._wait_starts(tid, ts, end, is_mux, ktid[done_rows], kts[done_rows],
-                          prev_end[done_rows], start, done_rows, movable)  # fmt: skip
+        moved = self._wait_starts(
+            tid, ts, end, fd, is_mux, ktid[done_rows], kts[done_rows], prev_end[done_rows],
+            start, done_rows, movable, pid[idx[done_rows]], kfd[done_rows],
+        )  # fmt: skip
+        # Per (tid, fd): its data calls, and whether a ready wait started a request on it.
+        key_of = np.cumsum(new_key) - 1
+        waited_keys = np.zeros(len(heads), dtype=bool)
+        waited_keys[key_of[done_rows[moved]]] = True
+        n_data = np.add.reduceat(_IS_DATA[op[idx]].astype(np.int64), heads) if n else []
+        for j, key in enumerate(zip(ktid[heads].tolist(), kfd[heads].tolist(), strict=True)):
+            if n_data[j]:
+                self.fd_calls[key] = self.fd_calls.get(key, 0) + int(n_data[j])
+            if waited_keys[j]:
+                self.fd_waited.add(key)
         # What each (tid, fd) leaves to the next batch.
         tails = np.r_[heads[1:] - 1, n - 1]
         for r, key in zip(
@@ -1312,6 +1397,7 @@ class _Builder:
         tid: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
+        fd: np.ndarray,
         is_mux: np.ndarray,
         d_tid: np.ndarray,
         d_ts: np.ndarray,
@@ -1319,13 +1405,17 @@ class _Builder:
         start: np.ndarray,
         done_rows: np.ndarray,
         movable: np.ndarray,
-    ) -> None:
+        d_pid: np.ndarray,
+        d_fd: np.ndarray,
+    ) -> np.ndarray:
         """Move the start of each completed call (`done_rows` of `start`; their
         thread, start and previous request's end in `d_*`, sorted by thread) back to
         the multiplexer wait that found its fd ready (`is_mux`: the waits that
-        returned ready fds), unless it is a call no wait starts (not `movable`)."""
+        returned ready fds), unless it is a call no wait starts (not `movable`).
+        Returns which of the calls were moved."""
+        moved = np.zeros(len(done_rows), dtype=bool)
         if not len(done_rows):
-            return
+            return moved
         m = np.flatnonzero(is_mux)
         mo = m[np.lexsort((ts[m], tid[m]))]
         m_tid = tid[mo]
@@ -1340,18 +1430,24 @@ class _Builder:
             # sorted by end too. The wait that found this fd ready is the last one
             # that ended before the call began; it counts when it began after the
             # previous request on the fd finished (else the data was already there).
-            m_ts, m_end = ts[mo[lo:hi]], end[mo[lo:hi]]
+            m_ts, m_end, m_fd = ts[mo[lo:hi]], end[mo[lo:hi]], fd[mo[lo:hi]]
             if carried is not None:
                 m_ts = np.r_[carried[0], m_ts]
                 m_end = np.r_[carried[1], m_end]
+                m_fd = np.r_[carried[2], m_fd]
             i = np.searchsorted(m_end, d_ts[a:b], side="right") - 1
             ok = i >= 0
             wait_ts = m_ts[np.clip(i, 0, None)]
             pe = d_prev_end[a:b]
             ok &= (pe < 0) | (wait_ts >= pe)
             ok &= movable[a:b]
+            ok &= _registered(
+                d_pid[a:b], m_fd[np.clip(i, 0, None)], d_fd[a:b], self.epoll_sets, self.epoll_known
+            )
             sel = done_rows[a:b]
             start[sel] = np.where(ok, wait_ts, start[sel])
+            moved[a:b] = ok
+        return moved
 
     def _async(self, r: _Rows) -> None:
         pid = r["pid"]
@@ -1655,6 +1751,10 @@ class _Scopes:
     def __init__(self, b: _Builder) -> None:
         self.threads = b.threads
         self.sqpoll_pids = b.sqpoll_pids
+        self.waited_calls: dict[int, int] = {}
+        """tid -> data calls on its fds that a ready wait started requests on."""
+        for key in b.fd_waited:
+            self.waited_calls[key[0]] = self.waited_calls.get(key[0], 0) + b.fd_calls.get(key, 0)
         self.by_tid: dict[int, list[tuple[str, int, _Requests]]] = {}
         for (_, tid, group, op), req in b.requests.items():
             self.by_tid.setdefault(tid, []).append((group, op, req))
@@ -1692,6 +1792,7 @@ class _Scopes:
                 requests=reqs,
                 mux_timeouts={n: c.timeouts for n, c in by.items() if c.timeouts},
                 mux_idle_ns={n: c.idle_ns for n, c in by.items() if c.idle_ns},
+                waited_data_calls=self.waited_calls.get(tid, 0),
             )
             return classify(a), io_units(a)
 
@@ -1765,6 +1866,7 @@ class _Scopes:
             helper_calls=dict(sorted(helper_calls.items())),
             mux_timeouts={names[op]: per_op[op][10] for op in ops if _IS_MUX[op]},
             mux_idle_ns={names[op]: per_op[op][11] for op in ops if _IS_MUX[op]},
+            waited_data_calls=sum(self.waited_calls.get(t, 0) for t, _ in threads),
         )
         label = classify(activity)
         if len(threads) > 1:

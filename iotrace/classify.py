@@ -64,6 +64,10 @@ class Activity:
     """Multiplexer name -> waits that returned 0 ready (timed out): idle, not I/O."""
     mux_idle_ns: Mapping[str, int] = field(default_factory=dict)
     """Multiplexer name -> time asleep in the waits that timed out."""
+    waited_data_calls: int | None = None
+    """Data calls on the fds a ready wait started requests on (the multiplexed
+    fds); the other data calls are blocking ones. None: not known, every
+    non-positional data call counts as multiplexed."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,12 @@ def classify(a: Activity) -> Label:
     n_data = sum(data.values())
     positional = sum(c for n, c in data.items() if n in _POSITIONAL)
     n_stream = n_data - positional
+    if a.waited_data_calls is not None:
+        # Calls on fds no ready wait was for (files, blocking sockets, stdout) are
+        # blocking calls, like the positional ones.
+        waited = min(a.waited_data_calls, n_stream)
+        positional += n_stream - waited
+        n_stream = waited
     reqs = _async_requests(a)
     n_async = sum(reqs.values())
     # A wait that timed out is idle time: it found nothing to do I/O on.
@@ -162,7 +172,7 @@ def classify(a: Activity) -> Label:
             "sync-blocking": n_data - eagain,
             "memory-mapped": faults,
         }
-        if primary == "async-blocking":
+        if primary == "async-blocking" and n_stream:
             # Positional calls are on files, which no wait reports ready.
             units[primary] += n_stream
             units["sync-blocking"] = positional
@@ -175,6 +185,11 @@ def classify(a: Activity) -> Label:
             units["sync-blocking"] -= helper
             if "posix-aio" not in reqs:
                 units[primary] += helper
+        elif a.waited_data_calls is not None and n_mux:
+            # the calls on fds a ready wait was for are the multiplexing pattern's
+            moved = min(n_stream, units["sync-blocking"])
+            units["async-blocking"] += moved
+            units["sync-blocking"] -= moved
         whole = sum(units.values())
         return {m: u / whole for m, u in units.items() if u > 0} if whole else {}
 
@@ -227,7 +242,8 @@ def classify(a: Activity) -> Label:
             "the kernel reads the file",
             shares("memory-mapped"),
         )
-    if mux and n_stream and (mux_wait >= asleep_stream or n_mux * 50 >= n_stream):
+    multiplexed = n_mux + n_stream >= positional
+    if mux and n_stream and multiplexed and (mux_wait >= asleep_stream or n_mux * 50 >= n_stream):
         top = max(mux, key=lambda k: mux[k])
         asleep_pct = _pct(asleep_stream, a.wall_ns)
         if asleep_pct < 5:
@@ -235,7 +251,7 @@ def classify(a: Activity) -> Label:
         else:
             after = f"the {n_stream} data calls after it are asleep {asleep_pct}% of wall time"
         if positional:
-            after += f"; {positional} positional file calls are blocking ones"
+            after += f"; {positional} calls on other fds are blocking ones"
         return Label(
             "async-blocking",
             _MUX_API[top],
@@ -262,6 +278,9 @@ def classify(a: Activity) -> Label:
             shares("sync-nonblocking"),
         )
     mix = ", ".join(f"{c} {n}" for n, c in sorted(data.items(), key=lambda kv: -kv[1])[:3])
+    if mux and n_stream:
+        top_mux = max(mux, key=lambda k: mux[k])
+        idle = f"; {n_mux} {top_mux} waits found an fd ready for {n_stream} of them" + idle
     return Label(
         "sync-blocking",
         top,

@@ -68,8 +68,8 @@ class Syscall:
     op: int
     name: str
     family: str
-    """read, write, recv, send, copy (in-kernel copies), mux, aio, uring, fault
-    (page faults: not a syscall, no syscall probes)."""
+    """read, write, recv, send, copy (in-kernel copies), mux, ctl (epoll_ctl),
+    aio, uring, fault (page faults: not a syscall, no syscall probes)."""
     fd: str
     """Expression over the tracepoint `args` giving the fd (or "-1")."""
     size: str
@@ -136,6 +136,9 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
         "0",
     ),
     Syscall(54, "copy_file_range", "copy", "args->fd_out", "args->len", "args->fd_in"),
+    # Registrations of fds with an epoll set: which fds a wait on it can report
+    # ready. fd is the fd registered, size the EPOLL_CTL_* op, offset the epoll fd.
+    Syscall(55, "epoll_ctl", "ctl", "args->fd", "args->op", "args->epfd"),
     # Not a syscall: a major page fault of a memory-mapped file (faults.bpf.c), one
     # record from the fault to the thread's return to a CPU after sleeping in it.
     Syscall(60, "page_fault", "fault", "-1", "0", "0"),

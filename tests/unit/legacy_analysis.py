@@ -132,7 +132,16 @@ def _activity(
         helper_calls={str(k): int(v) for k, v in helpers.groupby("name").size().items()},
         mux_timeouts=timeouts,
         mux_idle_ns=idle,
+        waited_data_calls=_waited(sc, reqs),
     )
+
+
+def _waited(sc: pd.DataFrame, reqs: pd.DataFrame) -> int:
+    """Data calls on the (tid, fd)s that a ready wait started a request on."""
+    w = reqs[reqs["sync"].astype(bool) & reqs["waited"].astype(bool)]
+    keys = set(zip(w["tid"].tolist(), w["fd"].tolist(), strict=True))
+    data = sc[sc["family"].isin(DATA_FAMILIES)]
+    return sum(1 for k in zip(data["tid"].tolist(), data["fd"].tolist(), strict=True) if k in keys)
 
 
 def _timeouts(sc: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
@@ -162,6 +171,7 @@ def _thread_label(sc: pd.DataFrame, reqs: pd.DataFrame, span: tuple[int, int]):
         requests={str(k): int(v) for k, v in ar.groupby("api").size().items()},
         mux_timeouts={k: v for k, v in timeouts.items() if v},
         mux_idle_ns={k: v for k, v in idle.items() if v},
+        waited_data_calls=_waited(sc, reqs),
     )
     return classify(a), io_units(a)
 
