@@ -1360,10 +1360,12 @@ class _Builder:
         key_of = np.cumsum(new_key) - 1
         waited_keys = np.zeros(len(heads), dtype=bool)
         waited_keys[key_of[done_rows[moved]]] = True
-        n_data = np.add.reduceat(_IS_DATA[op[idx]].astype(np.int64), heads) if n else []
+        n_data: list[int] = (
+            np.add.reduceat(_IS_DATA[op[idx]].astype(np.int64), heads).tolist() if n else []
+        )
         for j, key in enumerate(zip(ktid[heads].tolist(), kfd[heads].tolist(), strict=True)):
             if n_data[j]:
-                self.fd_calls[key] = self.fd_calls.get(key, 0) + int(n_data[j])
+                self.fd_calls[key] = self.fd_calls.get(key, 0) + n_data[j]
             if waited_keys[j]:
                 self.fd_waited.add(key)
         # What each (tid, fd) leaves to the next batch.
