@@ -1944,7 +1944,10 @@ class _Scopes:
             "errors": sum(r.errors for r in reqs),
             "bytes": total_bytes,
             "iops": round(n_obs / (r_span / 1e9), 1) if rated else None,
-            "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3) if rated else None,
+            # A fault reads pages the program never asked for by size: no MB/s.
+            "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3)
+            if rated and label.model != "memory-mapped"
+            else None,
             "latency_us": latency,
             "kernel_latency_us": kernel,
             "syscalls_per_request": round(n_sys / n_req, 3) if n_req else None,

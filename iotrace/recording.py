@@ -375,6 +375,7 @@ def _record(
                 else [],
                 "kernel_source": ks.how,
                 "posix_aio": prog.posix_aio_mode,
+                "page_faults": getattr(prog, "fault_mode", "not traced"),
             },
             "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
             "targets": [{"label": t.label, "pids": t.pids} for t in targets],

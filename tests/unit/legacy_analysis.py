@@ -271,7 +271,9 @@ def summarize(
         "errors": int((observed["ret"] < 0).sum()),
         "bytes": total_bytes,
         "iops": round(len(observed) / (r_span / 1e9), 1) if rated else None,
-        "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3) if rated else None,
+        "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3)
+        if rated and label.model != "memory-mapped"
+        else None,
         "latency_us": percentiles_us(lat),
         "kernel_latency_us": percentiles_us(kern) if not reqs["sync"].all() else None,
         "syscalls_per_request": round(n_sys / n_req, 3) if n_req else None,

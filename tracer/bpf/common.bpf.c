@@ -30,10 +30,12 @@ struct iot_thread {
     __u64 wake_ns;      /* woken at, after out_ns; 0 if not woken yet */
     __u32 op;           /* the traced call it was switched out in; 0 = none */
     __u32 preempted;    /* switched out while runnable */
-    __u64 fault_ns;     /* last user page fault began at (faults.bpf.c) */
+    __u64 fault_ns;     /* the last user page fault began at (faults.bpf.c) */
     __u64 fault_addr;
-    __u32 fault_file;   /* that fault went to a mapped file's fault handler */
-    __u32 tgid;         /* set with fault_ns: the sched probes see only tids */
+    __u64 fault_off_ns; /* off CPU outside traced calls since fault_ns */
+    __u64 fault_runq_ns;
+    __u32 tgid;         /* set with fault_ns */
+    __u32 pad;
 };
 
 BPF_RINGBUF_OUTPUT(events, IOT_RINGBUF_PAGES);
@@ -57,11 +59,6 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_N              16
 BPF_PERCPU_ARRAY(counters, __u64, IOT_C_N);
 
-#if IOT_FAULTS
-/* A thread that sleeps in a page fault of a mapped file (faults.bpf.c). */
-static __always_inline void iot_fault_done(__u32 tid, struct iot_thread *t, __u64 now,
-                                           __u64 off, __u64 runq);
-#endif
 
 static __always_inline void iot_lost(__u32 probe) {
     __u64 *v = lost.lookup(&probe);
@@ -137,13 +134,6 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             p->op = c->op;
             c->went_off = 1;
         }
-#if IOT_FAULTS
-        /* Asleep outside any traced call right after a file fault began: the
-         * thread waits in that fault for the file's data (a major fault). */
-        else if (p->fault_file && !p->preempted && now - p->fault_ns < IOT_FAULT_WINDOW_NS)
-            p->op = IOT_OP_FAULT;
-        p->fault_file = 0;
-#endif
     }
     struct iot_thread *n = next ? threads.lookup(&next) : NULL;
     if (!n || !n->out_ns)
@@ -152,15 +142,17 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     __u64 off = now - out;
     __u64 runq = n->preempted ? off : (n->wake_ns ? now - n->wake_ns : 0);
     n->out_ns = 0;
-#if IOT_FAULTS
-    if (n->op == IOT_OP_FAULT)
-        iot_fault_done(next, n, now, off, runq);
-    else
-#endif
     if (n->op) {
         n->off_cpu_ns += off;
         n->runq_ns += runq;
     }
+#if IOT_FAULTS
+    /* outside traced calls: the page fault's, if it turns out a major one */
+    else if (n->fault_ns) {
+        n->fault_off_ns += off;
+        n->fault_runq_ns += runq;
+    }
+#endif
 #if IOT_OFF_CPU_RECORDS
     struct iotrace_event *e = iot_reserve(IOT_PROBE_SCHED);
     if (!e)

@@ -1,15 +1,24 @@
-/* faults.bpf.c — major page faults of memory-mapped files.
+/* faults.bpf.c — major page faults: the I/O of programs that read files
+ * through a memory mapping, which make no read call at all.
  *
- * A program that reads a mapped file makes no read calls: the kernel reads the
- * file inside page faults. exceptions:page_fault_user marks each user fault of
- * a traced thread (it has no exit event); filemap:mm_filemap_fault marks the
- * ones that reached a mapped file's fault handler (pages already in memory are
- * mostly mapped by fault-around, without it). When such a thread then sleeps
- * outside any traced call, it waits for the file (common.bpf.c sched_switch),
- * and one record, shaped as a call of the pseudo-syscall `page_fault`, runs
- * from the fault to the thread's return to a CPU, with its off-CPU time.
- * Faults served from memory without sleeping are not recorded.
+ * exceptions:page_fault_user marks the start of each user page fault of a
+ * traced thread (it has no exit event). The kernel accounts a fault as major
+ * (it had to read the page) at its very end, in mm_account_fault, with the
+ * perf software event PAGE_FAULTS_MAJ, the count getrusage's ru_majflt shows;
+ * bcc_source.py attaches iot_major_fault to that event on every CPU. One
+ * record per major fault, shaped as a call of the pseudo-syscall
+ * `page_fault`, runs from the fault to its end, with the off-CPU time the
+ * scheduler probe gathered in between.
  */
+
+/* uapi struct bpf_perf_event_data, laid out here: its header clashes with the
+ * typedefs program.py gives the tracepoint arguments. The regs are the
+ * architecture's user_pt_regs (program.py sets their size in words). */
+struct iot_perf_event_data {
+    __u64 regs[IOT_PT_REGS_WORDS];
+    __u64 sample_period;
+    __u64 addr;
+};
 
 TRACEPOINT_PROBE(exceptions, page_fault_user) {
     __u64 id = bpf_get_current_pid_tgid();
@@ -18,33 +27,26 @@ TRACEPOINT_PROBE(exceptions, page_fault_user) {
         return 0;
     t->fault_ns = bpf_ktime_get_ns();
     t->fault_addr = args->address;
-    t->fault_file = 0;
+    t->fault_off_ns = 0;
+    t->fault_runq_ns = 0;
     t->tgid = id >> 32;
     return 0;
 }
 
-TRACEPOINT_PROBE(filemap, mm_filemap_fault) {
+int iot_major_fault(struct iot_perf_event_data *ctx) {
     __u32 tid = (__u32)bpf_get_current_pid_tgid();
     struct iot_thread *t = threads.lookup(&tid);
-    if (!t || !t->fault_ns)
+    /* A major fault at another address is taken in the kernel (a call copying
+     * to a mapped buffer): that time is the call's. */
+    if (!t || !t->fault_ns || ctx->addr != t->fault_addr)
         return 0;
-    /* a fault taken inside a traced call (copying to a mapped buffer) is the call's */
-    struct iot_call *c = iot_call_get(0);
-    if (c && c->enter_ns)
-        return 0;
-    t->fault_file = 1;
-    return 0;
-}
-
-static __always_inline void iot_fault_done(__u32 tid, struct iot_thread *t, __u64 now,
-                                           __u64 off, __u64 runq) {
     struct iotrace_event *e = iot_reserve(IOT_OP_FAULT);
     if (e) {
         e->ts_ns = t->fault_ns;
-        e->end_ns = now;
+        e->end_ns = bpf_ktime_get_ns();
         e->kdone_ns = 0;
-        e->off_cpu_ns = off;
-        e->runq_ns = runq;
+        e->off_cpu_ns = t->fault_off_ns;
+        e->runq_ns = t->fault_runq_ns;
         e->ret = 0;
         e->fd = -1;
         e->size = 0;
@@ -59,4 +61,5 @@ static __always_inline void iot_fault_done(__u32 tid, struct iot_thread *t, __u6
         iot_submit(e);
     }
     t->fault_ns = 0;
+    return 0;
 }

@@ -21,6 +21,6 @@ int main(int argc, char **argv) {
     unsigned sum = 0;
     for (int i = 0; i < 23; i++)
         sum += m[(long)i << 20];
-    printf("{\"sum\": %u}\n", sum);
+    printf("{\"sum\": %u, \"addr\": %lu, \"len\": %ld}\n", sum, (unsigned long)m, (long)len);
     return 0;
 }
