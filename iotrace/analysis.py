@@ -597,11 +597,14 @@ class Summary:
     families: dict[str, dict[str, Any]]
     expected_model: str = ""
     thread_summaries: list[Summary] = field(default_factory=list)
+    title: str = ""
+    """The process title it set (PostgreSQL's "checkpointer"); "" if none."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "pid": self.pid,
             "comm": self.comm,
+            "title": self.title or None,
             "workload": self.workload,
             "model": self.label.model,
             "api": self.label.api,
@@ -1665,6 +1668,11 @@ class _Builder:
             if isinstance(w, Mapping) and w.get("pids") and isinstance(w["pids"][0], int)
         }
         tids_by_pid = self.tids_by_pid
+        # Tasks the recorder knew (with -p, every thread of the process) are listed
+        # even when they did nothing traced: idle, not missing.
+        for t in trace.tasks:
+            tids_by_pid.setdefault(t.pid, set()).add(t.tid)
+        titles = {t.pid: t.title for t in trace.tasks if t.title and t.tid == t.pid}
         processes: list[Summary] = []
         for pid in sorted(tids_by_pid):
             tids = sorted(tids_by_pid[pid])
@@ -1678,6 +1686,7 @@ class _Builder:
                 workload=wl,
                 expected_model=wl_models.get(wl, "") if pid in wl_main else "",
             )
+            s.title = titles.get(pid, "")
             if len(tids) > 1:
                 s.thread_summaries = [
                     scope.summary(
@@ -1769,7 +1778,8 @@ class _Scopes:
 
     def _durations(self, tids: tuple[int, ...], op: int) -> dict[str, float | None]:
         def make() -> dict[str, float | None]:
-            cols = [self.threads[t].calls[op].durs for t in tids if op in self.threads[t].calls]
+            ths = [self.threads[t] for t in tids if t in self.threads]
+            cols = [th.calls[op].durs for th in ths if op in th.calls]
             # The simple requests' durations are their latencies.
             cols += [r.lats for t in tids for g, o, r in self.by_tid.get(t, []) if o == op]
             return _percentiles(cols)

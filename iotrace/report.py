@@ -131,7 +131,7 @@ def _process_lines(s: Summary, width: int) -> list[str]:
         _row(
             (
                 str(s.pid),
-                s.comm or "?",
+                s.title or s.comm or "?",
                 fmt_count(sum(s.syscalls.values())),
                 fmt_count(r["count"]),
                 fmt_mib(r["bytes"]),
@@ -144,6 +144,8 @@ def _process_lines(s: Summary, width: int) -> list[str]:
     indent = " " * _W[0]
     label = s.label
     head = f"{label.model} ({label.api})" if label.api != "-" else label.model
+    if s.title:
+        head = f"{s.comm}: {s.title}: {head}"
     if s.workload:
         head = f"workload {s.workload}: {head}"
     wrap = textwrap.TextWrapper(
@@ -238,7 +240,7 @@ def render_text(a: Analysis, width: int = 80) -> str:
         for s in shown:
             lines += _process_lines(s, width)
     if idle:
-        names = ", ".join(f"{p.pid} {p.comm}" for p in idle)
+        names = ", ".join(f"{p.pid} {p.title or p.comm}" for p in idle)
         lines += textwrap.wrap(f"no I/O seen from: {names}", width=width - 1)
     lines.append("")
     lines += textwrap.wrap(

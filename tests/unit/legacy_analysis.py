@@ -331,6 +331,9 @@ def analyze(trace: Trace) -> dict[str, Any]:
     for df in (fr.syscalls, fr.requests, fr.off_cpu):
         for pid, tid in df[["pid", "tid"]].drop_duplicates().itertuples(index=False):
             tids_by_pid.setdefault(int(pid), set()).add(int(tid))
+    for t in trace.tasks:
+        tids_by_pid.setdefault(t.pid, set()).add(t.tid)
+    titles = {t.pid: t.title for t in trace.tasks if t.title and t.tid == t.pid}
     processes: list[Summary] = []
     for pid in sorted(tids_by_pid):
         tids = sorted(tids_by_pid[pid])
@@ -345,6 +348,7 @@ def analyze(trace: Trace) -> dict[str, Any]:
             workload=wl,
             expected_model=wl_models.get(wl, "") if pid in wl_main else "",
         )
+        s.title = titles.get(pid, "")
         if len(tids) > 1:
             s.thread_summaries = [
                 summarize(
