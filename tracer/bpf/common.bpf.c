@@ -59,7 +59,6 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_N              16
 BPF_PERCPU_ARRAY(counters, __u64, IOT_C_N);
 
-
 static __always_inline void iot_lost(__u32 probe) {
     __u64 *v = lost.lookup(&probe);
     if (v) *v += 1;
