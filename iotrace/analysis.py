@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import numpy as np
 
 from iotrace import events, runs, session
-from iotrace.classify import Activity, Label, classify
+from iotrace.classify import POSITIONAL, Activity, Label, classify, combine, io_units
 from iotrace.events import SYSCALL_BY_OP, Flag, Kind
 from iotrace.session import Trace
 
@@ -45,8 +45,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _FAMILY_BY_NAME: dict[str, str] = {s.name: s.family for s in events.SYSCALLS}
-DATA_FAMILIES = ("read", "write", "recv", "send")
+DATA_FAMILIES = ("read", "write", "recv", "send", "copy")
 MUX_FAMILY = "mux"
+FAULT_FAMILY = "fault"
+"""Major page faults of mapped files: each is a sync request (memory-mapped I/O)."""
+# Requests that no multiplexer wait starts: positional calls work on files only,
+# which no multiplexer reports ready, and a page fault is no call at all.
+_UNWAITED: Final = POSITIONAL | {"page_fault"}
 # Calls in which a thread that sleeps is waiting for I/O to finish (not for readiness).
 _IO_WAIT_CALLS = frozenset({"io_getevents", "io_pgetevents", "io_submit", "io_uring_enter"})
 ASYNC_APIS = {
@@ -196,11 +201,54 @@ def _syscall_frame(ev: np.ndarray) -> pd.DataFrame:
     return df.sort_values(["ts_ns", "tid"], kind="stable").reset_index(drop=True)
 
 
+_EPOLL_ADD: Final = (1, 3)
+"""EPOLL_CTL_ADD and EPOLL_CTL_MOD: the fd is in the set after either."""
+_FD_BITS: Final = 21
+
+
+def _epoll_key(pid: Any, epfd: Any, fd: Any = 0) -> Any:
+    """(pid, epoll fd[, fd]) as one integer, scalar or array (fds below 2**21)."""
+    return (pid << (2 * _FD_BITS)) | ((epfd & _FD_MASK) << _FD_BITS) | (fd & _FD_MASK)
+
+
+_FD_MASK: Final = (1 << _FD_BITS) - 1
+
+
+def _registered(
+    pid: np.ndarray, wait_fd: np.ndarray, fd: np.ndarray, sets: set[int], known: set[int]
+) -> np.ndarray:
+    """Whether the wait (its epoll fd, or -1 for poll/select) can have reported
+    `fd` ready: poll and select name no set; an epoll set whose epoll_ctl calls
+    were not seen (traced from mid-run) might hold any fd; else `fd` must have
+    been added to it."""
+    ok = wait_fd < 0
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        p, w, f = pid[rest], wait_fd[rest], fd[rest]
+        ok[rest] = ~np.isin(_epoll_key(p, w), np.fromiter(known, np.int64, len(known)))
+        ok[rest] |= np.isin(_epoll_key(p, w, f), np.fromiter(sets, np.int64, len(sets)))
+    return ok
+
+
+def _epoll_sets(sc: pd.DataFrame) -> tuple[set[int], set[int]]:
+    """The fds added to each epoll set, and the sets seen: (pid, epfd, fd) and
+    (pid, epfd) keys, from the successful epoll_ctl calls."""
+    ctl = sc[(sc["name"] == "epoll_ctl") & (sc["ret"] == 0)]
+    pid = ctl["pid"].to_numpy(np.int64)
+    epfd = ctl["offset"].to_numpy().astype(np.int64)
+    add = np.isin(ctl["size"].to_numpy(), _EPOLL_ADD)
+    fd = ctl["fd"].to_numpy(np.int64)
+    return (
+        set(_epoll_key(pid[add], epfd[add], fd[add]).tolist()),
+        set(_epoll_key(pid, epfd).tolist()),
+    )
+
+
 def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
     """Requests made with sync data calls, with start times per the module doc."""
     import pandas as pd
 
-    data = sc[sc["family"].isin(DATA_FAMILIES)]
+    data = sc[sc["family"].isin((*DATA_FAMILIES, FAULT_FAMILY))]
     if data.empty:
         return _empty_requests()
     data = data.sort_values(["tid", "fd", "ts_ns"], kind="stable")
@@ -219,11 +267,18 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
     # multiplexer wait that began after it is part of this request.
     prev_end = np.where(new_key, -1, np.r_[0, end[:-1]])[starts_chain][chain]
     start = first_try.copy()
-    mux = sc[sc["family"] == MUX_FAMILY]
+    # Only a wait that found something ready starts a request (one that timed out
+    # is idle time), and never one made with a positional call or a page fault.
+    mux = sc[(sc["family"] == MUX_FAMILY) & (sc["ret"] > 0)]
+    movable = ~data["name"].isin(_UNWAITED).to_numpy()
+    waited = np.zeros(len(data), dtype=bool)
+    sets, known = _epoll_sets(sc)
     if not mux.empty:
         tids = data["tid"].to_numpy()
+        pids = data["pid"].to_numpy(np.int64)
+        fds = data["fd"].to_numpy(np.int64)
         for tid, mux_t in mux.groupby("tid"):
-            sel = np.flatnonzero((tids == tid) & done)
+            sel = np.flatnonzero((tids == tid) & done & movable)
             if not len(sel):
                 continue
             # A thread makes one call at a time, so its waits sorted by start are
@@ -233,12 +288,15 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
             m = mux_t.sort_values("ts_ns")
             m_ts = m["ts_ns"].to_numpy()
             m_end = m["end_ns"].to_numpy()
+            m_fd = m["fd"].to_numpy(np.int64)
             i = np.searchsorted(m_end, ts[sel], side="right") - 1
             ok = i >= 0
             wait_ts = m_ts[np.clip(i, 0, None)]
             ok &= (prev_end[sel] < 0) | (wait_ts >= prev_end[sel])
+            ok &= _registered(pids[sel], m_fd[np.clip(i, 0, None)], fds[sel], sets, known)
             start[sel] = np.where(ok, wait_ts, start[sel])
-    data = data.assign(start_ns=start)[done]
+            waited[sel] = ok
+    data = data.assign(start_ns=start, waited=waited)[done]
     if data.empty:
         return _empty_requests()
     ret = data["ret"].to_numpy()
@@ -266,6 +324,7 @@ def _sync_requests(sc: pd.DataFrame) -> pd.DataFrame:
             "observed": True,
             "key": np.zeros(len(data), dtype="uint64"),
             "user_data": np.zeros(len(data), "uint64"),
+            "waited": data["waited"].to_numpy(),
         }
     )
 
@@ -293,6 +352,7 @@ _REQ_COLUMNS = [
     "observed",
     "key",
     "user_data",
+    "waited",
 ]
 
 
@@ -307,6 +367,7 @@ def _empty_requests() -> pd.DataFrame:
             "worker": bool,
             "reap_inferred": bool,
             "observed": bool,
+            "waited": bool,
             "latency_ns": "float64",
             "kernel_ns": "float64",
             "kdone_ns": "float64",
@@ -393,6 +454,7 @@ def _async_requests(ev: np.ndarray, sc: pd.DataFrame) -> pd.DataFrame:
             "observed": observed,
             "key": r["key"].astype("uint64"),
             "user_data": r["user_data"].astype("uint64"),
+            "waited": False,
         }
     )
 
@@ -537,11 +599,14 @@ class Summary:
     families: dict[str, dict[str, Any]]
     expected_model: str = ""
     thread_summaries: list[Summary] = field(default_factory=list)
+    title: str = ""
+    """The process title it set (PostgreSQL's "checkpointer"); "" if none."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "pid": self.pid,
             "comm": self.comm,
+            "title": self.title or None,
             "workload": self.workload,
             "model": self.label.model,
             "api": self.label.api,
@@ -578,6 +643,8 @@ records, so chunks are gathered (numpy pays per call, not per record) and big
 ones cut, which bounds the temporaries of one batch (~30 MB)."""
 
 _U32: Final = 1 << 32
+_SQPOLL: Final = 2
+"""IORING_SETUP_SQPOLL, in the flags io_uring_setup records as its offset."""
 _INT64_MIN: Final = np.iinfo(np.int64).min
 _SYNC: Final = "sync"
 """The request group of sync data calls; async requests are grouped by API."""
@@ -593,7 +660,13 @@ def _op_table(pred: Any) -> np.ndarray:
 
 _IS_DATA: Final = _op_table(lambda s: s.family in DATA_FAMILIES)
 _IS_MUX: Final = _op_table(lambda s: s.family == MUX_FAMILY)
-_IS_IO_WAIT: Final = _op_table(lambda s: s.family in DATA_FAMILIES or s.name in _IO_WAIT_CALLS)
+_IS_FAULT: Final = _op_table(lambda s: s.family == FAULT_FAMILY)
+_IS_REQ: Final = _IS_DATA | _IS_FAULT
+"""Calls that are sync requests: data calls and major page faults."""
+_IS_UNWAITED: Final = _op_table(lambda s: s.name in _UNWAITED)
+_IS_IO_WAIT: Final = _op_table(
+    lambda s: s.family in (*DATA_FAMILIES, FAULT_FAMILY) or s.name in _IO_WAIT_CALLS
+)
 _OP: Final = {s.name: s.op for s in events.SYSCALLS}
 _BATCH_RULES: Final = {
     "iocbs_per_io_submit": frozenset({_OP["io_submit"]}),
@@ -767,11 +840,15 @@ class _Calls:
         "durs",
         "eagain",
         "errors",
+        "idle_ns",
         "off_cpu_ns",
         "runq_ns",
+        "timeouts",
     )
 
     def __init__(self) -> None:
+        self.timeouts = self.idle_ns = 0
+        """Calls that returned 0 (a multiplexer's timeout) and their time asleep."""
         self.calls = self.dur_ns = self.off_cpu_ns = self.runq_ns = 0
         self.eagain = self.errors = self.bytes = 0
         self.batch_calls = self.batch_sum = 0
@@ -780,7 +857,7 @@ class _Calls:
         """Each call's duration, for the percentiles."""
 
     def row(self) -> list[int]:
-        """The sums in `_Scopes.summary`'s order (the last one is a maximum)."""
+        """The sums in `_Scopes.summary`'s order (index 9 is a maximum)."""
         return [
             self.calls,
             self.dur_ns,
@@ -792,6 +869,8 @@ class _Calls:
             self.batch_calls,
             self.batch_sum,
             self.batch_max,
+            self.timeouts,
+            self.idle_ns,
         ]
 
 
@@ -1029,8 +1108,16 @@ class _Builder:
         # request before it); tid -> the thread's last multiplexer wait (ts, end);
         # tid -> the latest end of its data and multiplexer calls so far.
         self.chains: dict[tuple[int, int], tuple[bool, int, int]] = {}
-        self.last_mux: dict[int, tuple[int, int]] = {}
+        self.last_mux: dict[int, tuple[int, int, int]] = {}
         self.last_end: dict[int, int] = {}
+        self.epoll_sets: set[int] = set()
+        self.epoll_known: set[int] = set()
+        """`_epoll_sets` so far: fds added to epoll sets, and the sets seen."""
+        self.fd_calls: dict[tuple[int, int], int] = {}
+        self.fd_waited: set[tuple[int, int]] = set()
+        """(tid, fd): data calls made on it; those a ready wait started a request on."""
+        self.sqpoll_pids: set[int] = set()
+        """Processes that set up an io_uring with IORING_SETUP_SQPOLL."""
         # io_uring_enter calls (file order), to infer io_uring reaps at the end.
         self.enters = {k: _Column(based=k in ("ts", "end")) for k in ("pid", "tid", "ts", "end")}
         self.tasks: dict[str, list[np.ndarray]] = {
@@ -1105,8 +1192,10 @@ class _Builder:
         size = sc["size"]
         dur = np.maximum(end - ts, 0)
         eagain = ret == -events.EAGAIN
-        is_data = _IS_DATA[op]
+        is_data = _IS_REQ[op]
         is_mux = _IS_MUX[op]
+        # A wait that timed out found nothing: idle time, never a request's start.
+        is_wait = is_mux & (ret > 0)
         self._check_order(tid, ts, is_data | is_mux)
         self._pairs(pid, tid)
         in_batch = (
@@ -1115,11 +1204,19 @@ class _Builder:
             | ((op == _OP["io_uring_enter"]) & (size > 0) & (ret >= 0))
             | (is_mux & (ret >= 0))
         )
+        ctl = (op == _OP["epoll_ctl"]) & (ret == 0)
+        if ctl.any():
+            epfd = sc["offset"][ctl]
+            add = np.isin(size[ctl], _EPOLL_ADD)
+            self.epoll_sets.update(
+                _epoll_key(pid[ctl][add], epfd[add], sc["fd"][ctl][add]).tolist()
+            )
+            self.epoll_known.update(_epoll_key(pid[ctl], epfd).tolist())
         # Sync requests first: a simple one's duration is kept once, as its latency.
         simple = np.zeros(len(op), dtype=bool)
         if is_data.any():
             simple = self._sync_requests(
-                pid, tid, op, sc["fd"], ts, end, ret, eagain, is_data, is_mux
+                pid, tid, op, sc["fd"], ts, end, ret, eagain, is_data, is_wait
             )
         order, starts, first = _groups(tid, op)
         counts = np.diff(np.r_[starts, len(order)]).tolist()
@@ -1132,6 +1229,10 @@ class _Builder:
             "bytes": _sums(np.where(ret > 0, ret, 0), order, starts),
             "batch_calls": _sums(in_batch, order, starts),
             "batch_sum": _sums(np.where(in_batch, ret, 0), order, starts),
+            "timeouts": _sums(is_mux & (ret == 0), order, starts),
+            "idle_ns": _sums(
+                np.where(is_mux & (ret == 0), sc["off_cpu_ns"] - sc["runq_ns"], 0), order, starts
+            ),
         }
         bmax = np.maximum.reduceat(np.where(in_batch, ret, _INT64_MIN)[order], starts).tolist()
         lo = np.minimum.reduceat(ts[order], starts).tolist()
@@ -1155,13 +1256,18 @@ class _Builder:
             c.batch_calls += sums["batch_calls"][j]
             c.batch_sum += sums["batch_sum"][j]
             c.batch_max = max(c.batch_max, bmax[j])
+            c.timeouts += sums["timeouts"][j]
+            c.idle_ns += sums["idle_ns"][j]
             b0, b1 = bounds[j], bounds[j + 1]
             c.durs.add(dur_sorted[b0:b1][kept[b0:b1]])
+        setup = (op == _OP["io_uring_setup"]) & (ret >= 0) & ((sc["offset"] & _SQPOLL) != 0)
+        if setup.any():
+            self.sqpoll_pids.update(pid[setup].tolist())
         enter = op == _OP["io_uring_enter"]
         if enter.any():
             for k, v in (("pid", pid), ("tid", tid), ("ts", ts), ("end", end)):
                 self.enters[k].add(v[enter])
-        self._carry(tid, ts, end, is_data | is_mux, is_mux)
+        self._carry(tid, ts, end, sc["fd"], is_data | is_mux, is_wait)
         if self.pool is not None:
             self.pool.add_calls(
                 {"pid": pid, "tid": tid, "op": op, "ts_ns": ts, "end_ns": end, "dur_ns": dur,
@@ -1185,6 +1291,7 @@ class _Builder:
         tid: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
+        fd: np.ndarray,
         calls: np.ndarray,
         is_mux: np.ndarray,
     ) -> None:
@@ -1199,10 +1306,14 @@ class _Builder:
         if len(m):
             mo = m[np.lexsort((ts[m], tid[m]))]
             last = np.r_[tid[mo][1:] != tid[mo][:-1], True]
-            for t, s, e in zip(
-                tid[mo][last].tolist(), ts[mo][last].tolist(), end[mo][last].tolist(), strict=True
+            for t, s, e, f in zip(
+                tid[mo][last].tolist(),
+                ts[mo][last].tolist(),
+                end[mo][last].tolist(),
+                fd[mo][last].tolist(),
+                strict=True,
             ):
-                self.last_mux[t] = (s, e)
+                self.last_mux[t] = (s, e, f)
 
     def _sync_requests(
         self,
@@ -1258,8 +1369,23 @@ class _Builder:
         first_try, prev_end = first_try[seg], prev_end[seg]
         start = first_try.copy()
         done_rows = np.flatnonzero(done)
-        self._wait_starts(tid, ts, end, is_mux, ktid[done_rows], kts[done_rows],
-                          prev_end[done_rows], start, done_rows)  # fmt: skip
+        movable = ~_IS_UNWAITED[op[idx[done_rows]]]
+        moved = self._wait_starts(
+            tid, ts, end, fd, is_mux, ktid[done_rows], kts[done_rows], prev_end[done_rows],
+            start, done_rows, movable, pid[idx[done_rows]], kfd[done_rows],
+        )  # fmt: skip
+        # Per (tid, fd): its data calls, and whether a ready wait started a request on it.
+        key_of = np.cumsum(new_key) - 1
+        waited_keys = np.zeros(len(heads), dtype=bool)
+        waited_keys[key_of[done_rows[moved]]] = True
+        n_data: list[int] = (
+            np.add.reduceat(_IS_DATA[op[idx]].astype(np.int64), heads).tolist() if n else []
+        )
+        for j, key in enumerate(zip(ktid[heads].tolist(), kfd[heads].tolist(), strict=True)):
+            if n_data[j]:
+                self.fd_calls[key] = self.fd_calls.get(key, 0) + n_data[j]
+            if waited_keys[j]:
+                self.fd_waited.add(key)
         # What each (tid, fd) leaves to the next batch.
         tails = np.r_[heads[1:] - 1, n - 1]
         for r, key in zip(
@@ -1291,18 +1417,25 @@ class _Builder:
         tid: np.ndarray,
         ts: np.ndarray,
         end: np.ndarray,
+        fd: np.ndarray,
         is_mux: np.ndarray,
         d_tid: np.ndarray,
         d_ts: np.ndarray,
         d_prev_end: np.ndarray,
         start: np.ndarray,
         done_rows: np.ndarray,
-    ) -> None:
+        movable: np.ndarray,
+        d_pid: np.ndarray,
+        d_fd: np.ndarray,
+    ) -> np.ndarray:
         """Move the start of each completed call (`done_rows` of `start`; their
         thread, start and previous request's end in `d_*`, sorted by thread) back to
-        the multiplexer wait that found its fd ready."""
+        the multiplexer wait that found its fd ready (`is_mux`: the waits that
+        returned ready fds), unless it is a call no wait starts (not `movable`).
+        Returns which of the calls were moved."""
+        moved = np.zeros(len(done_rows), dtype=bool)
         if not len(done_rows):
-            return
+            return moved
         m = np.flatnonzero(is_mux)
         mo = m[np.lexsort((ts[m], tid[m]))]
         m_tid = tid[mo]
@@ -1317,17 +1450,24 @@ class _Builder:
             # sorted by end too. The wait that found this fd ready is the last one
             # that ended before the call began; it counts when it began after the
             # previous request on the fd finished (else the data was already there).
-            m_ts, m_end = ts[mo[lo:hi]], end[mo[lo:hi]]
+            m_ts, m_end, m_fd = ts[mo[lo:hi]], end[mo[lo:hi]], fd[mo[lo:hi]]
             if carried is not None:
                 m_ts = np.r_[carried[0], m_ts]
                 m_end = np.r_[carried[1], m_end]
+                m_fd = np.r_[carried[2], m_fd]
             i = np.searchsorted(m_end, d_ts[a:b], side="right") - 1
             ok = i >= 0
             wait_ts = m_ts[np.clip(i, 0, None)]
             pe = d_prev_end[a:b]
             ok &= (pe < 0) | (wait_ts >= pe)
+            ok &= movable[a:b]
+            ok &= _registered(
+                d_pid[a:b], m_fd[np.clip(i, 0, None)], d_fd[a:b], self.epoll_sets, self.epoll_known
+            )
             sel = done_rows[a:b]
             start[sel] = np.where(ok, wait_ts, start[sel])
+            moved[a:b] = ok
+        return moved
 
     def _async(self, r: _Rows) -> None:
         pid = r["pid"]
@@ -1543,6 +1683,11 @@ class _Builder:
             if isinstance(w, Mapping) and w.get("pids") and isinstance(w["pids"][0], int)
         }
         tids_by_pid = self.tids_by_pid
+        # Tasks the recorder knew (with -p, every thread of the process) are listed
+        # even when they did nothing traced: idle, not missing.
+        for t in trace.tasks:
+            tids_by_pid.setdefault(t.pid, set()).add(t.tid)
+        titles = {t.pid: t.title for t in trace.tasks if t.title and t.tid == t.pid}
         processes: list[Summary] = []
         for pid in sorted(tids_by_pid):
             tids = sorted(tids_by_pid[pid])
@@ -1556,6 +1701,7 @@ class _Builder:
                 workload=wl,
                 expected_model=wl_models.get(wl, "") if pid in wl_main else "",
             )
+            s.title = titles.get(pid, "")
             if len(tids) > 1:
                 s.thread_summaries = [
                     scope.summary(
@@ -1631,6 +1777,11 @@ class _Scopes:
 
     def __init__(self, b: _Builder) -> None:
         self.threads = b.threads
+        self.sqpoll_pids = b.sqpoll_pids
+        self.waited_calls: dict[int, int] = {}
+        """tid -> data calls on its fds that a ready wait started requests on."""
+        for key in b.fd_waited:
+            self.waited_calls[key[0]] = self.waited_calls.get(key[0], 0) + b.fd_calls.get(key, 0)
         self.by_tid: dict[int, list[tuple[str, int, _Requests]]] = {}
         for (_, tid, group, op), req in b.requests.items():
             self.by_tid.setdefault(tid, []).append((group, op, req))
@@ -1643,12 +1794,37 @@ class _Scopes:
 
     def _durations(self, tids: tuple[int, ...], op: int) -> dict[str, float | None]:
         def make() -> dict[str, float | None]:
-            cols = [self.threads[t].calls[op].durs for t in tids if op in self.threads[t].calls]
+            ths = [self.threads[t] for t in tids if t in self.threads]
+            cols = [th.calls[op].durs for th in ths if op in th.calls]
             # The simple requests' durations are their latencies.
             cols += [r.lats for t in tids for g, o, r in self.by_tid.get(t, []) if o == op]
             return _percentiles(cols)
 
         return cast(dict[str, float | None], self._cached(("dur", tids, op), make))
+
+    def _thread_label(self, tid: int) -> tuple[Label, int]:
+        """One thread's own label and its I/O units (for `classify.combine`)."""
+
+        def make() -> tuple[Label, int]:
+            th = self.threads[tid]
+            by = dict(sorted((_syscall_name(op), c) for op, c in th.calls.items()))
+            reqs: dict[str, int] = {}
+            for group, _, req in self.by_tid.get(tid, []):
+                if group != _SYNC:
+                    reqs[group] = reqs.get(group, 0) + req.count
+            a = Activity(
+                wall_ns=max((th.hi or 0) - (th.lo or 0), 0),
+                syscalls={n: c.calls for n, c in by.items()},
+                off_cpu_ns={n: c.off_cpu_ns - c.runq_ns for n, c in by.items()},
+                eagain={n: c.eagain for n, c in by.items() if c.eagain},
+                requests=reqs,
+                mux_timeouts={n: c.timeouts for n, c in by.items() if c.timeouts},
+                mux_idle_ns={n: c.idle_ns for n, c in by.items() if c.idle_ns},
+                waited_data_calls=self.waited_calls.get(tid, 0),
+            )
+            return classify(a), io_units(a)
+
+        return cast(tuple[Label, int], self._cached(("tlabel", tid), make))
 
     def summary(
         self,
@@ -1680,8 +1856,8 @@ class _Scopes:
             helper_data = 0
             for op, c in th.calls.items():
                 row = c.row()
-                acc = per_op.setdefault(op, [0] * 9 + [_INT64_MIN])
-                for i in range(9):
+                acc = per_op.setdefault(op, [0] * 9 + [_INT64_MIN, 0, 0])
+                for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11):
                     acc[i] += row[i]
                 acc[9] = max(acc[9], row[9])
                 if _IS_DATA[op]:
@@ -1704,21 +1880,26 @@ class _Scopes:
             for group, _, req in self.by_tid.get(t, []):
                 if group != _SYNC:
                     async_counts[group] = async_counts.get(group, 0) + req.count
-        label = classify(
-            Activity(
-                wall_ns=thread_ns,
-                syscalls=syscalls,
-                syscall_ns={names[op]: per_op[op][1] for op in ops},
-                off_cpu_ns={names[op]: per_op[op][2] - per_op[op][3] for op in ops},
-                eagain=eagain,
-                requests={k: async_counts[k] for k in sorted(async_counts)},
-                threads=len(tids),
-                main_data_calls=main_data,
-                helper_threads=helper_threads,
-                main_mux_calls=main_mux,
-                helper_calls=dict(sorted(helper_calls.items())),
-            )
+        activity = Activity(
+            wall_ns=thread_ns,
+            syscalls=syscalls,
+            syscall_ns={names[op]: per_op[op][1] for op in ops},
+            off_cpu_ns={names[op]: per_op[op][2] - per_op[op][3] for op in ops},
+            eagain=eagain,
+            requests={k: async_counts[k] for k in sorted(async_counts)},
+            threads=len(tids),
+            main_data_calls=main_data,
+            helper_threads=helper_threads,
+            main_mux_calls=main_mux,
+            helper_calls=dict(sorted(helper_calls.items())),
+            mux_timeouts={names[op]: per_op[op][10] for op in ops if _IS_MUX[op]},
+            mux_idle_ns={names[op]: per_op[op][11] for op in ops if _IS_MUX[op]},
+            waited_data_calls=sum(self.waited_calls.get(t, 0) for t, _ in threads),
         )
+        label = classify(activity)
+        if len(threads) > 1:
+            # Each thread's own model, weighed by its I/O (classify.combine).
+            label = combine(label, [self._thread_label(t) for t, _ in threads])
         async_model = label.model == "async-nonblocking" and label.api in (
             "libaio",
             "io_uring",
@@ -1740,10 +1921,13 @@ class _Scopes:
             r_span = 0.0
         n_sys = sum(acc[0] for acc in per_op.values())
         total_bytes = sum(r.nbytes for r in reqs)
+        # A rate from a handful of requests, or a few microseconds, is noise.
+        rated = n_obs >= MIN_RATED_REQUESTS and r_span >= MIN_RATED_SPAN_NS
 
         # Time shares, summed over threads (so a multi-threaded process stays within 100%).
         blocked_io = sum(acc[2] - acc[3] for op, acc in per_op.items() if _IS_IO_WAIT[op])
-        mux_wait = sum(acc[2] - acc[3] for op, acc in per_op.items() if _IS_MUX[op])
+        # A wait that timed out is idle (other_sleep), not waiting for I/O.
+        mux_wait = sum(acc[2] - acc[3] - acc[11] for op, acc in per_op.items() if _IS_MUX[op])
         # Off-CPU per thread from its intervals; a thread without any (probe missing) falls
         # back to what its syscalls saw.
         off_total = runq = 0
@@ -1785,8 +1969,11 @@ class _Scopes:
             "not_observed": n_req - n_obs,
             "errors": sum(r.errors for r in reqs),
             "bytes": total_bytes,
-            "iops": round(n_obs / (r_span / 1e9), 1) if r_span else None,
-            "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3) if r_span else None,
+            "iops": round(n_obs / (r_span / 1e9), 1) if rated else None,
+            # A fault reads pages the program never asked for by size: no MB/s.
+            "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3)
+            if rated and label.model != "memory-mapped"
+            else None,
             "latency_us": latency,
             "kernel_latency_us": kernel,
             "syscalls_per_request": round(n_sys / n_req, 3) if n_req else None,
@@ -1794,6 +1981,8 @@ class _Scopes:
             "eagain_per_request": round(sum(eagain.values()) / n_req, 3) if n_req else None,
             "to_kernel_workers": sum(r.workers for r in reqs),
             "reap_inferred": sum(r.reap_inferred for r in reqs),
+            "sqpoll": group == "io_uring" and pid in self.sqpoll_pids,
+            "major_faults": sum(per_op[op][0] for op in ops if _IS_FAULT[op]),
         }
         batch: dict[str, dict[str, float]] = {}
         for rule, rule_ops in _BATCH_RULES.items():
@@ -1841,6 +2030,10 @@ class _Scopes:
             expected_model=expected_model,
         )
 
+
+MIN_RATED_REQUESTS: Final = 20
+MIN_RATED_SPAN_NS: Final = 10_000_000
+"""No req/s or MB/s below 20 requests or over less than 10 ms: "-" instead."""
 
 PERCENTILE_COPY: Final = 1 << 20
 """Values up to which `_percentiles` copies a series to partition it (4 MiB);

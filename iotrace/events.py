@@ -77,7 +77,8 @@ class Syscall:
     op: int
     name: str
     family: str
-    """read, write, recv, send, mux, aio, uring."""
+    """read, write, recv, send, copy (in-kernel copies), mux, ctl (epoll_ctl),
+    aio, uring, fault (page faults: not a syscall, no syscall probes)."""
     fd: str
     """Expression over the tracepoint `args` giving the fd (or "-1")."""
     size: str
@@ -120,8 +121,36 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     Syscall(33, "io_pgetevents", "aio", "-1", "args->nr", "args->min_nr"),
     Syscall(34, "io_cancel", "aio", "-1", "0", "0"),
     Syscall(35, "io_destroy", "aio", "-1", "0", "0"),
-    Syscall(40, "io_uring_setup", "uring", "-1", "args->entries", "0"),
+    # offset: the io_uring_params flags (IORING_SETUP_SQPOLL = 2)
+    Syscall(
+        40,
+        "io_uring_setup",
+        "uring",
+        "-1",
+        "args->entries",
+        "iot_uring_setup_flags((const void *)args->params)",
+    ),
     Syscall(41, "io_uring_enter", "uring", "args->fd", "args->to_submit", "args->min_complete"),
+    # In-kernel copies: the data moves between two fds without passing through the
+    # program. fd is where it goes, offset holds the fd it comes from.
+    Syscall(50, "sendfile64", "copy", "args->out_fd", "args->count", "args->in_fd"),
+    Syscall(51, "splice", "copy", "args->fd_out", "args->len", "args->fd_in"),
+    Syscall(52, "tee", "copy", "args->fdout", "args->len", "args->fdin"),
+    Syscall(
+        53,
+        "vmsplice",
+        "copy",
+        "args->fd",
+        "iot_iov_bytes((const void *)args->uiov, args->nr_segs)",
+        "0",
+    ),
+    Syscall(54, "copy_file_range", "copy", "args->fd_out", "args->len", "args->fd_in"),
+    # Registrations of fds with an epoll set: which fds a wait on it can report
+    # ready. fd is the fd registered, size the EPOLL_CTL_* op, offset the epoll fd.
+    Syscall(55, "epoll_ctl", "ctl", "args->fd", "args->op", "args->epfd"),
+    # Not a syscall: a major page fault of a memory-mapped file (faults.bpf.c), one
+    # record from the fault to the thread's return to a CPU after sleeping in it.
+    Syscall(60, "page_fault", "fault", "-1", "0", "0"),
 )
 
 SYSCALL_BY_OP: Final = {s.op: s for s in SYSCALLS}

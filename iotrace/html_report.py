@@ -48,6 +48,7 @@ MODEL_COLORS = {
     "sync-nonblocking": "#e15759",
     "async-blocking": "#59a14f",
     "async-nonblocking": "#b07aa1",
+    "memory-mapped": "#9c755f",
     "idle": "#9d9d9d",
 }
 FAMILY_COLORS = {

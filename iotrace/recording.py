@@ -402,6 +402,7 @@ def _record_traced(
                 else [],
                 "kernel_source": ks.how,
                 "posix_aio": prog.posix_aio_mode,
+                "page_faults": getattr(prog, "fault_mode", "not traced"),
             },
             "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
             "targets": [{"label": t.label, "pids": t.pids} for t in targets],
@@ -414,6 +415,10 @@ def _record_traced(
             for pid in t.pids:
                 registry.label(pid, t.label)
                 registry.add(pid, pid)
+                if not t.own:
+                    # Threads of a running process that may stay idle: listed all the same.
+                    for tid in _threads_of(pid):
+                        registry.add(pid, tid)
         use_tui = dash is not None
         source = LiveSource(
             prog,
@@ -636,7 +641,9 @@ def _finish(
                         drain_cpu_s=source.drain_cpu_s,
                         events_total=source.events_total,
                     )
-            writer.write_tasks(source.registry.all() if source is not None else [])
+            tasks = source.registry.all() if source is not None else []
+            _refresh_titles(tasks)
+            writer.write_tasks(tasks)
             writer.close(footer)
         if source is not None:
             source.close()
@@ -802,3 +809,22 @@ def _summarise(
             if isinstance(r, dict) and "exit_code" in r:
                 return int(r["exit_code"])
     return 0
+
+
+def _threads_of(pid: int) -> list[int]:
+    """The threads of a running process, other than its main one."""
+    try:
+        tids = sorted(int(d.name) for d in Path(f"/proc/{pid}/task").iterdir() if d.name.isdigit())
+    except OSError:
+        return []
+    return [t for t in tids if t != pid]
+
+
+def _refresh_titles(tasks: list[Any]) -> None:
+    """Titles again at the end: a forked server process sets its title after the
+    fork record that made it known (PostgreSQL's backends, nginx's workers)."""
+    from iotrace.tracer.tasks import proc_title
+
+    for t in tasks:
+        if t.tid == t.pid:
+            t.title = proc_title(t.pid, t.comm) or t.title

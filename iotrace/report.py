@@ -86,7 +86,8 @@ def _details(s: Summary) -> str:
     r = s.requests
     parts = []
     if r.get("iops") is not None:
-        parts.append(f"{r['iops']:,.0f} req/s {r['mb_per_s']:.2f} MB/s")
+        mbs = f" {r['mb_per_s']:.2f} MB/s" if r.get("mb_per_s") is not None else ""
+        parts.append(f"{r['iops']:,.0f} req/s{mbs}")
     if r.get("syscalls_per_request") is not None:
         parts.append(f"{r['syscalls_per_request']:.2f} syscalls/req")
     if r.get("cpu_us_per_request") is not None:
@@ -106,6 +107,17 @@ def _details(s: Summary) -> str:
         parts.append(f"{r['to_kernel_workers']:,} to io-wq workers")
     if r.get("not_observed"):
         parts.append(f"{r['not_observed']:,} completions not observed")
+    if r.get("sqpoll"):
+        parts.append(
+            "submitted by the kernel's SQ thread (IORING_SETUP_SQPOLL): latency and in "
+            "flight cover only the kernel's part, from the SQ thread's pickup to completion, "
+            "not the time a request waited in the ring"
+        )
+    if r.get("major_faults"):
+        parts.append(
+            f"{r['major_faults']:,} major page faults (timed from the fault to the thread's "
+            "return to a CPU)"
+        )
     runq = s.time_share.get("runq")
     if runq is not None and runq >= 0.05:
         parts.append(f"waiting to run {fmt_pct(runq)}% of the time")
@@ -119,7 +131,7 @@ def _process_lines(s: Summary, width: int) -> list[str]:
         _row(
             (
                 str(s.pid),
-                s.comm or "?",
+                s.title or s.comm or "?",
                 fmt_count(sum(s.syscalls.values())),
                 fmt_count(r["count"]),
                 fmt_mib(r["bytes"]),
@@ -132,6 +144,8 @@ def _process_lines(s: Summary, width: int) -> list[str]:
     indent = " " * _W[0]
     label = s.label
     head = f"{label.model} ({label.api})" if label.api != "-" else label.model
+    if s.title:
+        head = f"{s.comm}: {s.title}: {head}"
     if s.workload:
         head = f"workload {s.workload}: {head}"
     wrap = textwrap.TextWrapper(
@@ -246,14 +260,17 @@ def render_text(a: Analysis, width: int = 80) -> str:
         for s in shown:
             lines += _process_lines(s, width)
     if idle:
-        names = ", ".join(f"{p.pid} {p.comm}" for p in idle)
+        names = ", ".join(f"{p.pid} {p.title or p.comm}" for p in idle)
         lines += textwrap.wrap(f"no I/O seen from: {names}", width=width - 1)
     lines.append("")
     lines += textwrap.wrap(
         "REQS: requests. A sync request is a data call that did not return EAGAIN, timed "
-        "from its first attempt or the multiplexer wait before it; an async request runs "
-        "from submit to reap (io_uring: to the end of the io_uring_enter it completed in, "
-        "else to its completion). BLOCK%: share of thread time "
+        "from its first attempt or the multiplexer wait that found its fd ready (a wait "
+        "that timed out is idle time; on a server that wait includes the time the client "
+        "took to send, so its latency is the client's pace plus the server's); an async "
+        "request runs from submit to reap (io_uring: to the end of the io_uring_enter it "
+        "completed in, else to its completion); a major page fault of a mapped file is one "
+        "request. No req/s from under 20 requests or 10 ms. BLOCK%: share of thread time "
         "asleep in I/O calls and multiplexers.",
         width=min(width, 80) - 1,
     )

@@ -79,9 +79,12 @@ class TaskInfo:
     start_ns: int = 0
     workload: str = ""
     exe: str = ""
+    title: str = ""
+    """The process title it set over its argv (PostgreSQL's "checkpointer",
+    nginx's "worker process"); "" when it set none."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "pid": self.pid,
             "tid": self.tid,
             "comm": self.comm,
@@ -90,6 +93,9 @@ class TaskInfo:
             "workload": self.workload,
             "exe": self.exe,
         }
+        if self.title:
+            out["title"] = self.title
+        return out
 
     @classmethod
     def from_json(cls, obj: Any) -> TaskInfo:
@@ -105,6 +111,7 @@ class TaskInfo:
                 start_ns=int(d.get("start_ns", 0)),
                 workload=str(d.get("workload", "")),
                 exe=str(d.get("exe", "")),
+                title=str(d.get("title", "")),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise TraceFileError(f"task entry is malformed: {exc}") from None

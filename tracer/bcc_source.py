@@ -29,7 +29,7 @@ COUNTER_NAMES = (
     "threads_map_full",
     "pids_map_full",
     "aio_map_full",
-    "aio_resubmitted_in_flight",
+    "aio_reaped_in_user_space",
     "aio_reaped_without_submit",
     "aio_beyond_loop_bound",
     "uring_map_full",
@@ -124,6 +124,26 @@ class BpfProgram:
         self.posix_aio_mode = "helper threads only (pread64/pwrite64 on glibc aio threads)"
         if "iot_paio_read" in text:
             self._attach_posix_aio()
+        self.fault_mode = "not traced (no exceptions:page_fault_user)"
+        if "iot_major_fault" in text:
+            self._attach_major_faults(bcc)
+
+    def _attach_major_faults(self, bcc: Any) -> None:
+        """The kernel's major-fault perf software event, on every CPU: where a
+        major fault ends (faults.bpf.c)."""
+        try:
+            with _captured_stderr():
+                self._bpf.attach_perf_event(
+                    ev_type=bcc.PerfType.SOFTWARE,
+                    ev_config=bcc.PerfSWConfig.PAGE_FAULTS_MAJ,
+                    fn_name="iot_major_fault",
+                    sample_period=1,
+                    cpu=-1,
+                )
+        except Exception as exc:  # bcc raises bare Exception
+            self.fault_mode = f"not traced (perf event failed: {str(exc)[:80]})"
+            return
+        self.fault_mode = "major faults (perf software event + exceptions:page_fault_user)"
 
     def _attach_posix_aio(self) -> None:
         """Uprobes on libc's aio_read/aio_write/aio_return; without them POSIX

@@ -55,6 +55,21 @@ def read_proc_stat(pid: int, tid: int | None = None, proc: Path = Path("/proc"))
         return None
 
 
+def proc_title(pid: int, comm: str, proc: Path = Path("/proc")) -> str:
+    """The title a process set over its argv, in the "NAME: TITLE" form that
+    PostgreSQL, nginx and sshd use ("postgres: checkpointer" -> "checkpointer");
+    "" for a process that set none, or is gone."""
+    try:
+        raw = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    first = raw.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    head, sep, title = first.partition(": ")
+    if not sep or not comm or not head.endswith(comm[:15]):
+        return ""
+    return " ".join(title.split())
+
+
 def tgid_of(tid: int, proc: Path = Path("/proc")) -> int | None:
     try:
         for line in (proc / str(tid) / "status").read_bytes().splitlines():
@@ -127,8 +142,9 @@ class TaskRegistry:
         if workload:
             self.workload_of_pid.setdefault(pid, workload)
         info = TaskInfo(
-            pid=pid, tid=tid, comm=comm, ppid=ppid, start_ns=start_ns, workload=workload
-        )
+            pid=pid, tid=tid, comm=comm, ppid=ppid, start_ns=start_ns, workload=workload,
+            title=proc_title(pid, comm) if tid == pid else "",
+        )  # fmt: skip
         self.by_tid[tid] = info
         self.pid_of_tid[tid] = pid
         self._new.append(info)

@@ -29,6 +29,11 @@ MODEL_TEXT: Final = {
         "and return at once; many are in flight together and completions are reaped later "
         "in batches. Few syscalls per request, deep queues."
     ),
+    "memory-mapped": (
+        "Memory-mapped: the program reads a mapped file as memory; each page not yet in "
+        "memory is a major page fault, in which the thread sleeps while the kernel reads "
+        "the file. No read calls: the faults are the requests."
+    ),
     "idle": "No I/O system calls seen for this row yet.",
 }
 

@@ -158,9 +158,17 @@ FAM_MUX: Final = 2
 FAM_ASYNC: Final = 3
 FAMILY_OF_OP: Final = np.zeros(MAX_PROBES, dtype=np.uint8)
 for _op, _sc in SYSCALL_BY_OP.items():
-    FAMILY_OF_OP[_op] = {"read": 1, "write": 1, "recv": 1, "send": 1, "mux": 2}.get(
+    FAMILY_OF_OP[_op] = {"read": 1, "write": 1, "recv": 1, "send": 1, "copy": 1, "mux": 2}.get(
         _sc.family, FAM_ASYNC if _sc.family in ("aio", "uring") else FAM_OTHER
     )
+UNWAITED_OP: Final = np.zeros(MAX_PROBES, dtype=bool)
+"""Requests no multiplexer wait starts: positional calls (files only, which no wait
+reports ready) and major page faults (a sync request each, timed by itself)."""
+for _op, _sc in SYSCALL_BY_OP.items():
+    UNWAITED_OP[_op] = _sc.name in classify_mod.POSITIONAL or _sc.family == "fault"
+MIN_RATED_REQUESTS: Final = 20
+MIN_RATED_SPAN_NS: Final = 10_000_000
+"""No rate from under 20 requests or 10 ms (NaN, shown as "-")."""
 
 # Latency histogram: 4 buckets per power of two, from 1 ns to ~2^63 ns.
 HIST_PER_OCTAVE: Final = 4
@@ -403,6 +411,8 @@ class _Window:
     off_ns: np.ndarray
     eagain: np.ndarray
     requests: dict[str, int]
+    timeouts: np.ndarray
+    idle_ns: np.ndarray
 
 
 @dataclass
@@ -415,6 +425,10 @@ class _RowAcc:
     off_ns: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.float64))
     runq_ns: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.float64))
     eagain: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.int64))
+    timeouts: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.int64))
+    """Multiplexer calls that returned 0 ready (timed out): idle, not I/O."""
+    idle_ns: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.float64))
+    """Time asleep in those timed-out waits."""
     counts_main: np.ndarray = field(default_factory=lambda: np.zeros(MAX_PROBES, np.int64))
     """Calls made by main threads (tid == pid); the rest were made by helper threads."""
     helper_tids: set[int] = field(default_factory=set)
@@ -616,6 +630,8 @@ class Aggregator:
         d_sys: np.ndarray = np.zeros(MAX_PROBES, np.float64)
         d_off: np.ndarray = np.zeros(MAX_PROBES, np.float64)
         d_eagain: np.ndarray = np.zeros(MAX_PROBES, np.int64)
+        d_timeouts: np.ndarray = np.zeros(MAX_PROBES, np.int64)
+        d_idle: np.ndarray = np.zeros(MAX_PROBES, np.float64)
         if _n(sc):
             op = np.minimum(sc["op"].astype(np.intp), MAX_PROBES - 1)
             ts = sc["ts_ns"].astype(np.int64)
@@ -629,6 +645,13 @@ class Aggregator:
             acc.runq_ns += np.bincount(op, weights=runq, minlength=MAX_PROBES)
             eag = sc["ret"] == -EAGAIN
             d_eagain = np.bincount(op[eag], minlength=MAX_PROBES)
+            timed_out = (FAMILY_OF_OP[op] == FAM_MUX) & (sc["ret"] == 0)
+            d_timeouts = np.bincount(op[timed_out], minlength=MAX_PROBES)
+            d_idle = np.bincount(
+                op[timed_out], weights=(off - runq)[timed_out], minlength=MAX_PROBES
+            )
+            acc.timeouts += d_timeouts
+            acc.idle_ns += d_idle
             acc.counts += d_counts
             main = sc["tid"] == sc["pid"]
             acc.counts_main += np.bincount(op[main], minlength=MAX_PROBES)
@@ -666,17 +689,27 @@ class Aggregator:
             acc.runq_other_ns += float(rq.sum())
 
         if self.live:
-            acc.window.append(_Window(last, d_counts, d_sys, d_off, d_eagain, d_req))
+            acc.window.append(
+                _Window(last, d_counts, d_sys, d_off, d_eagain, d_req, d_timeouts, d_idle)
+            )
             while acc.window and acc.window[0].now_ns < last - CLASSIFY_WINDOW_NS:
                 acc.window.popleft()
 
     def _sync_requests(self, acc: _RowAcc, sc: Cols, op: np.ndarray) -> None:
         """A synchronous request is one data call that did not return EAGAIN; its
         latency runs from the first call that tried for it (EAGAIN retries, a
-        select/poll/epoll wait) to the end of the call that delivered it."""
+        select/poll/epoll wait that found something ready) to the end of the call
+        that delivered it. A wait that timed out is idle time; a positional call
+        or a page fault is timed by itself (no wait reports a file ready)."""
         fam = FAMILY_OF_OP[op]
-        m = (fam == FAM_DATA) | (fam == FAM_MUX)
+        unwaited = UNWAITED_OP[op] & (sc["ret"] != -EAGAIN)
+        lats: list[np.ndarray] = []
+        if unwaited.any():
+            u_ts = sc["ts_ns"][unwaited].astype(np.int64)
+            lats.append(sc["end_ns"][unwaited].astype(np.int64) - u_ts)
+        m = ((fam == FAM_DATA) & ~UNWAITED_OP[op]) | ((fam == FAM_MUX) & (sc["ret"] > 0))
         if not m.any():
+            self._add_sync(acc, lats)
             return
         tid = sc["tid"][m]
         ts = sc["ts_ns"][m].astype(np.int64)
@@ -685,7 +718,6 @@ class Aggregator:
         order = np.lexsort((ts, tid))
         tid, ts, end, deliver = tid[order], ts[order], end[order], deliver[order]
         bounds = np.flatnonzero(np.r_[True, tid[1:] != tid[:-1], True])
-        lats: list[np.ndarray] = []
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             t = int(tid[a])
             di = np.flatnonzero(deliver[a:b])
@@ -705,6 +737,10 @@ class Aggregator:
                 self._carry[t] = int(ts[a + di[-1] + 1])
             else:
                 self._carry.pop(t, None)
+        self._add_sync(acc, lats)
+
+    @staticmethod
+    def _add_sync(acc: _RowAcc, lats: list[np.ndarray]) -> None:
         if lats:
             lat = np.maximum(np.concatenate(lats), 0)
             acc.sync_requests += len(lat)
@@ -724,6 +760,8 @@ class Aggregator:
             sys_ns = sum((w.sys_ns for w in acc.window), np.zeros(MAX_PROBES))
             off_ns = sum((w.off_ns for w in acc.window), np.zeros(MAX_PROBES))
             eagain = sum((w.eagain for w in acc.window), np.zeros(MAX_PROBES, np.int64))
+            timeouts = sum((w.timeouts for w in acc.window), np.zeros(MAX_PROBES, np.int64))
+            idle_ns = sum((w.idle_ns for w in acc.window), np.zeros(MAX_PROBES))
             req: dict[str, int] = {}
             for w in acc.window:
                 for api, n in w.requests.items():
@@ -731,6 +769,7 @@ class Aggregator:
             wall = min(CLASSIFY_WINDOW_NS, max(acc.last_ns - acc.first_ns, 1))
         else:
             counts, sys_ns, off_ns, eagain = acc.counts, acc.sys_ns, acc.off_ns, acc.eagain
+            timeouts, idle_ns = acc.timeouts, acc.idle_ns
             req = dict(acc.requests)
             wall = max(acc.last_ns - acc.first_ns, 1)
         ops = np.flatnonzero(counts)
@@ -747,6 +786,8 @@ class Aggregator:
                 for o in np.flatnonzero(helper * (fam == FAM_DATA))
                 if int(o) in SYSCALL_BY_OP
             },
+            "mux_timeouts": {names[o]: int(timeouts[o]) for o in names if timeouts[o]},
+            "mux_idle_ns": {names[o]: int(idle_ns[o]) for o in names if idle_ns[o]},
         }
         # Only the fields this version of classify knows (it grows as the report does).
         known = {f.name for f in dataclasses.fields(classify_mod.Activity)}
@@ -773,10 +814,13 @@ class Aggregator:
         asleep = acc.off_ns - acc.runq_ns
         fam = FAMILY_OF_OP
         blocked = float(asleep[(fam == FAM_DATA) | (fam == FAM_OTHER)].sum())
-        mux = float(asleep[fam == FAM_MUX].sum())
+        # A wait that timed out is idle sleep, not waiting for I/O.
+        idle = float(acc.idle_ns.sum())
+        mux = max(float(asleep[fam == FAM_MUX].sum()) - idle, 0.0)
+        sleep_idle = idle
         reap = float(asleep[fam == FAM_ASYNC].sum())
         runq = float(acc.runq_ns.sum()) + acc.runq_other_ns
-        sleep = acc.sleep_other_ns
+        sleep = acc.sleep_other_ns + sleep_idle
         alive = 0
         for tid in acc.tids:
             th = self.threads.get(tid)
@@ -808,6 +852,8 @@ class Aggregator:
             iops = (total_req - n0) * 1e9 / (self.now_ns - t0) if self.now_ns > t0 else 0.0
         else:
             iops = nreq * 1e9 / span if nreq else 0.0
+            if nreq < MIN_RATED_REQUESTS or span < MIN_RATED_SPAN_NS:
+                iops = float("nan")
         syscalls = int(acc.counts.sum())
         return RowSnapshot(
             key=acc.key,

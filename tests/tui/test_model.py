@@ -108,6 +108,27 @@ def test_sync_request_latency_runs_from_first_retry_to_the_read_that_delivered()
     assert acc.sync_lat_ns == (3500 - 1000) + (20_000 - 10_000)
 
 
+def test_a_timed_out_wait_is_idle_and_a_file_write_times_itself():
+    ev = np.concatenate(
+        [
+            _call("epoll_wait", 1000, 11_000, 0),  # timed out: idle, no request
+            _call("write", 11_500, 12_000, 64),
+            _call("epoll_wait", 20_000, 30_000, 0),
+            _call("pwrite64", 30_500, 31_000, 64),  # positional: never after a wait
+        ]
+    )
+    agg = Aggregator({}, live=False)
+    from iotrace.source import Batch
+
+    agg.ingest(Batch(events=ev, now_ns=31_000))
+    acc = agg.rows["pid 7"]
+    assert acc.sync_requests == 2
+    assert acc.sync_lat_ns == 500 + 500
+    assert acc.timeouts[SYSCALL_BY_NAME["epoll_wait"].op] == 2
+    row = agg.snapshot().rows[0]
+    assert row.model == "sync-blocking"
+
+
 def test_cover_is_exact_across_cells():
     cov = L.cover(
         np.array([0, 0]),

@@ -1,7 +1,9 @@
 """The analysis as it was before `report` streamed: pandas frames over a whole
-loaded trace, summarised per process, thread and workload. Kept verbatim as the
+loaded trace, summarised per process, thread and workload. Kept as the
 reference the streaming analysis must reproduce figure for figure
-(tests/unit/test_streaming.py)."""
+(tests/unit/test_streaming.py); changes of meaning since (timed-out waits are
+idle, threads' own models weighed, no rate from a handful of requests, page
+faults and SQPOLL) are made here the plain way first."""
 
 # ruff: noqa
 # mypy: ignore-errors
@@ -30,7 +32,8 @@ from iotrace.analysis import (
     records,
     workload_map,
 )
-from iotrace.classify import Activity, classify
+from iotrace.analysis import FAULT_FAMILY, MIN_RATED_REQUESTS, MIN_RATED_SPAN_NS
+from iotrace.classify import Activity, classify, combine, io_units
 from iotrace.session import Trace
 
 
@@ -114,6 +117,7 @@ def _activity(
     requests = {str(k): int(v) for k, v in ar.groupby("api").size().items()}
     data = sc[sc["family"].isin(DATA_FAMILIES)]
     helpers = data[data["tid"] != main_tid]
+    timeouts, idle = _timeouts(sc)
     return Activity(
         wall_ns=thread_ns,
         syscalls=syscalls,
@@ -126,7 +130,50 @@ def _activity(
         helper_threads=int(helpers["tid"].nunique()),
         main_mux_calls=int(((sc["family"] == MUX_FAMILY) & (sc["tid"] == main_tid)).sum()),
         helper_calls={str(k): int(v) for k, v in helpers.groupby("name").size().items()},
+        mux_timeouts=timeouts,
+        mux_idle_ns=idle,
+        waited_data_calls=_waited(sc, reqs),
     )
+
+
+def _waited(sc: pd.DataFrame, reqs: pd.DataFrame) -> int:
+    """Data calls on the (tid, fd)s that a ready wait started a request on."""
+    w = reqs[reqs["sync"].astype(bool) & reqs["waited"].astype(bool)]
+    keys = set(zip(w["tid"].tolist(), w["fd"].tolist(), strict=True))
+    data = sc[sc["family"].isin(DATA_FAMILIES)]
+    return sum(1 for k in zip(data["tid"].tolist(), data["fd"].tolist(), strict=True) if k in keys)
+
+
+def _timeouts(sc: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Multiplexer name -> waits that returned 0, and their time asleep."""
+    mux = sc[sc["family"] == MUX_FAMILY]
+    to = mux[mux["ret"] == 0]
+    asleep = (to["off_cpu_ns"] - to["runq_ns"]).groupby(to["name"]).sum()
+    names = sorted(set(mux["name"]))
+    counts = to.groupby("name").size()
+    return (
+        {n: int(counts.get(n, 0)) for n in names},
+        {n: int(asleep.get(n, 0)) for n in names},
+    )
+
+
+def _thread_label(sc: pd.DataFrame, reqs: pd.DataFrame, span: tuple[int, int]):
+    by = sc.groupby("name")
+    timeouts, idle = _timeouts(sc)
+    ar = reqs[~reqs["sync"].astype(bool)]
+    a = Activity(
+        wall_ns=span[1] - span[0],
+        syscalls={str(k): int(v) for k, v in by.size().items()},
+        off_cpu_ns={
+            str(k): int(v) for k, v in (by["off_cpu_ns"].sum() - by["runq_ns"].sum()).items()
+        },
+        eagain={str(k): int(v) for k, v in by["eagain"].sum().items() if v},
+        requests={str(k): int(v) for k, v in ar.groupby("api").size().items()},
+        mux_timeouts={k: v for k, v in timeouts.items() if v},
+        mux_idle_ns={k: v for k, v in idle.items() if v},
+        waited_data_calls=_waited(sc, reqs),
+    )
+    return classify(a), io_units(a)
 
 
 def summarize(
@@ -152,6 +199,14 @@ def summarize(
     wall_ns = wall_hi - wall_lo
 
     label = classify(_activity(sc, reqs_all, thread_ns, tids, main_tid))
+    if len(spans) > 1:
+        label = combine(
+            label,
+            [
+                _thread_label(sc[sc["tid"] == t], reqs_all[reqs_all["tid"] == t], spans[t])
+                for t in sorted(spans)
+            ],
+        )
     async_model = label.model == "async-nonblocking" and label.api in (
         "libaio",
         "io_uring",
@@ -173,12 +228,13 @@ def summarize(
         r_span = 0.0
     n_sys = len(sc)
     total_bytes = int(observed["bytes"].sum())
+    rated = len(observed) >= MIN_RATED_REQUESTS and r_span >= MIN_RATED_SPAN_NS
 
     # Time shares, summed over threads (so a multi-threaded process stays within 100%).
-    io_calls = sc["family"].isin(DATA_FAMILIES) | sc["name"].isin(_IO_WAIT_CALLS)
+    io_calls = sc["family"].isin((*DATA_FAMILIES, FAULT_FAMILY)) | sc["name"].isin(_IO_WAIT_CALLS)
     asleep = sc["off_cpu_ns"] - sc["runq_ns"]
     blocked_io = int(asleep[io_calls].sum())
-    mux_wait = int(asleep[sc["family"] == MUX_FAMILY].sum())
+    mux_wait = int(asleep[(sc["family"] == MUX_FAMILY) & (sc["ret"] != 0)].sum())
     # Off-CPU per thread from its intervals; a thread without any (probe missing) falls
     # back to what its syscalls saw.
     off_tids = set(off["tid"].unique().tolist())
@@ -214,8 +270,10 @@ def summarize(
         "not_observed": n_req - len(observed),
         "errors": int((observed["ret"] < 0).sum()),
         "bytes": total_bytes,
-        "iops": round(len(observed) / (r_span / 1e9), 1) if r_span else None,
-        "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3) if r_span else None,
+        "iops": round(len(observed) / (r_span / 1e9), 1) if rated else None,
+        "mb_per_s": round(total_bytes / 1e6 / (r_span / 1e9), 3)
+        if rated and label.model != "memory-mapped"
+        else None,
         "latency_us": percentiles_us(lat),
         "kernel_latency_us": percentiles_us(kern) if not reqs["sync"].all() else None,
         "syscalls_per_request": round(n_sys / n_req, 3) if n_req else None,
@@ -223,6 +281,17 @@ def summarize(
         "eagain_per_request": round(sum(eagain.values()) / n_req, 3) if n_req else None,
         "to_kernel_workers": int(reqs["worker"].sum()),
         "reap_inferred": int(reqs["reap_inferred"].sum()),
+        "sqpoll": bool(
+            label.api == "io_uring"
+            and async_model
+            and (
+                (fr.syscalls["pid"] == pid)
+                & (fr.syscalls["name"] == "io_uring_setup")
+                & (fr.syscalls["ret"] >= 0)
+                & ((fr.syscalls["offset"].astype("int64") & 2) != 0)
+            ).any()
+        ),
+        "major_faults": int((sc["family"] == FAULT_FAMILY).sum()),
     }
     return Summary(
         scope=scope,
@@ -262,6 +331,9 @@ def analyze(trace: Trace) -> dict[str, Any]:
     for df in (fr.syscalls, fr.requests, fr.off_cpu):
         for pid, tid in df[["pid", "tid"]].drop_duplicates().itertuples(index=False):
             tids_by_pid.setdefault(int(pid), set()).add(int(tid))
+    for t in trace.tasks:
+        tids_by_pid.setdefault(t.pid, set()).add(t.tid)
+    titles = {t.pid: t.title for t in trace.tasks if t.title and t.tid == t.pid}
     processes: list[Summary] = []
     for pid in sorted(tids_by_pid):
         tids = sorted(tids_by_pid[pid])
@@ -276,6 +348,7 @@ def analyze(trace: Trace) -> dict[str, Any]:
             workload=wl,
             expected_model=wl_models.get(wl, "") if pid in wl_main else "",
         )
+        s.title = titles.get(pid, "")
         if len(tids) > 1:
             s.thread_summaries = [
                 summarize(

@@ -7,7 +7,7 @@ import pytest
 from report_fixtures import TraceBuilder, all_models
 
 from iotrace import analysis, session
-from iotrace.classify import Activity, classify
+from iotrace.classify import Activity, classify, combine
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,74 @@ def test_posix_aio_main_thread_may_read_a_config_file_at_start() -> None:
     label = classify(a)
     assert (label.model, label.api) == ("async-nonblocking", "posix-aio")
     assert label.breakdown["async-nonblocking"] > 0.99
+
+
+def test_waits_that_time_out_are_idle_not_multiplexing() -> None:
+    # PostgreSQL's checkpointer: file writes between latch waits that time out
+    a = Activity(
+        wall_ns=10**10,
+        syscalls={"pwrite64": 1500, "epoll_wait": 40},
+        off_cpu_ns={"pwrite64": 10**8, "epoll_wait": 9 * 10**9},
+        mux_timeouts={"epoll_wait": 36},
+        mux_idle_ns={"epoll_wait": 8 * 10**9},
+        waited_data_calls=0,
+    )
+    label = classify(a)
+    assert (label.model, label.api) == ("sync-blocking", "pwrite64")
+    assert "36 more waits timed out" in label.evidence
+    assert label.breakdown["async-blocking"] < 0.01
+
+
+def test_only_timeouts_is_idle() -> None:
+    a = Activity(wall_ns=10**9, syscalls={"epoll_wait": 5}, mux_timeouts={"epoll_wait": 5})
+    assert classify(a).model == "idle"
+
+
+def test_positional_calls_beside_an_epoll_loop_are_blocking_ones() -> None:
+    # a PostgreSQL backend: the client socket through epoll, relation files by pread64
+    a = Activity(
+        wall_ns=10**9,
+        syscalls={"epoll_wait": 400, "recvfrom": 450, "sendto": 450, "pread64": 120},
+        off_cpu_ns={"epoll_wait": 6 * 10**8},
+        waited_data_calls=900,
+    )
+    label = classify(a)
+    assert label.model == "async-blocking"
+    assert 0.08 < label.breakdown["sync-blocking"] < 0.1
+
+
+def test_calls_on_fds_no_wait_was_for_are_blocking() -> None:
+    a = Activity(
+        wall_ns=10**9,
+        syscalls={"epoll_wait": 7, "write": 37, "read": 8},
+        waited_data_calls=7,
+    )
+    label = classify(a)
+    assert label.model == "sync-blocking"
+    assert label.breakdown["async-blocking"] == pytest.approx(14 / 52)
+
+
+def test_process_weighs_its_threads_own_models() -> None:
+    main = classify(
+        Activity(wall_ns=10**9, syscalls={"epoll_wait": 40, "recvfrom": 40}, waited_data_calls=40)
+    )
+    pool = classify(Activity(wall_ns=10**9, syscalls={"read": 106}))
+    whole = classify(
+        Activity(
+            wall_ns=3 * 10**9, syscalls={"epoll_wait": 40, "recvfrom": 40, "read": 212}, threads=3
+        )
+    )
+    assert whole.model == "async-blocking"  # the calls pooled together look like one loop
+    mixed = combine(whole, [(main, 80), (pool, 106), (pool, 106)])
+    assert mixed.model == "sync-blocking"
+    assert mixed.breakdown["sync-blocking"] == pytest.approx(212 / 292)
+    assert "2 of 3 threads" in mixed.evidence
+    # one thread, or threads that agree: the process keeps its label
+    assert combine(whole, [(main, 80)]) is whole
+
+
+def test_major_faults_are_memory_mapped_io() -> None:
+    a = Activity(wall_ns=10**9, syscalls={"page_fault": 16384, "read": 5})
+    label = classify(a)
+    assert (label.model, label.api) == ("memory-mapped", "mmap")
+    assert "16384 major page faults" in label.evidence

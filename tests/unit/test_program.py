@@ -5,15 +5,23 @@ import re
 import pytest
 from iotrace.tracer import program
 
-from iotrace import events
-
 
 def test_every_syscall_gets_one_enter_and_one_exit_probe():
     text = program.build(program.ProgramOptions())
-    for s in events.SYSCALLS:
+    for s in program.PROBED:
         assert text.count(f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name})") == 1
         assert text.count(f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name})") == 1
         assert f"iot_enter({s.op}," in text
+    # page faults are a SYSCALLS row for the analysis, traced by their own probes
+    assert "sys_enter_page_fault" not in text
+    assert "TRACEPOINT_PROBE(exceptions, page_fault_user)" in text
+
+
+def test_page_faults_need_their_tracepoint():
+    available = set(program.TRACEPOINTS) - {"exceptions:page_fault_user"}
+    text = program.build(program.ProgramOptions(available=frozenset(available)))
+    assert "#define IOT_FAULTS 0" in text
+    assert "iot_major_fault" not in text
 
 
 def test_only_asked_syscalls_are_probed():

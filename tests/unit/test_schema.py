@@ -80,9 +80,11 @@ def test_run_record_constants_match():
     # the histogram's one-byte buckets cannot carry over within a run
     assert events.RUN_MAX_CALLS <= 255
     assert events.RUN_BUCKETS * 8 == 64
-    common = resources.files("iotrace.tracer").joinpath("bpf", "common.bpf.c").read_text()
+    from iotrace.tracer import program
+
     # bpf_ringbuf_query names the ring by fake fd -1: it must be the first map declared
-    first_map = re.search(r"^BPF_\w+\((\w+)", common, re.M)
+    text = program.build(program.ProgramOptions())
+    first_map = re.search(r"^BPF_[A-Z_]+\((\w+)", text, re.M)
     assert first_map and first_map.group(1) == "events"
 
 

@@ -4,7 +4,9 @@
  * io_getevents/io_pgetevents are user memory of the traced process, read with
  * bpf_probe_read_user; io_event.obj is the iocb pointer, the match key.
  * A request never reaped stays in aio_inflight and is reported by user space
- * at the end as "completion not observed", never with an invented time.
+ * at the end as "completion not observed", never with an invented time; one
+ * whose iocb is resubmitted first was reaped from the user-space ring and is
+ * emitted as not observed at the resubmission.
  */
 
 struct iot_iocb {               /* uapi struct iocb, x86-64/arm64 little-endian */
@@ -98,17 +100,18 @@ static __always_inline int iot_aio_submit_one(struct iot_aio_loop *c, __u32 i) {
         .tid = c->tid,
         .opcode = cb.aio_lio_opcode,
     };
-    /* BPF_NOEXIST: an iocb resubmitted while in flight keeps its first
-     * submission; the collision is counted and user space reports both as
-     * "completion not observed" rather than guess which reap is whose. */
-    if (aio_inflight.insert(&k, &r) != 0) {
-        struct iot_aio_req *old = aio_inflight.lookup(&k);
-        if (old) {
-            old->pad = 1;
-            iot_counter(IOT_C_AIO_RESUBMIT);
-        } else {
-            iot_counter(IOT_C_AIO_FULL);
-        }
+    /* An iocb can only be resubmitted once its previous submission completed.
+     * Still in the map, that submission was reaped without io_getevents (from
+     * the ring in user memory, as fio --userspace_reap and some libraries do):
+     * record it as a request whose completion was not observed, with no
+     * invented time, and follow the new submission in its place. */
+    struct iot_aio_req *old = aio_inflight.lookup(&k);
+    if (old) {
+        iot_aio_emit(&k, old, 0, 0, IOT_F_NOT_OBSERVED);
+        iot_counter(IOT_C_AIO_RESUBMIT);
+        *old = r;
+    } else if (aio_inflight.insert(&k, &r) != 0) {
+        iot_counter(IOT_C_AIO_FULL);
     }
     return 0;
 }
@@ -123,10 +126,7 @@ static __always_inline int iot_aio_reap_one(struct iot_aio_loop *c, __u32 i) {
         iot_counter(IOT_C_AIO_NO_SUBMIT);
         return 0;
     }
-    if (r->pad)
-        iot_aio_emit(&k, r, 0, ev.res, IOT_F_NOT_OBSERVED);
-    else
-        iot_aio_emit(&k, r, c->ts, ev.res, 0);
+    iot_aio_emit(&k, r, c->ts, ev.res, 0);
     aio_inflight.delete(&k);
     return 0;
 }

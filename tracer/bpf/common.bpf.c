@@ -69,6 +69,11 @@ struct iot_thread {
     __u32 op;           /* the traced call it was switched out in; 0 = none */
     __u32 preempted;    /* switched out while runnable */
     __u32 tgid;         /* its process: sched_switch names the incoming thread by tid only */
+    __u32 pad0;
+    __u64 fault_ns;     /* the last user page fault began at (faults.bpf.c) */
+    __u64 fault_addr;
+    __u64 fault_off_ns; /* off CPU outside traced calls since fault_ns */
+    __u64 fault_runq_ns;
     __u32 pad;
 };
 
@@ -84,7 +89,7 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_THREADS_FULL   0   /* thread map full: a thread went untraced */
 #define IOT_C_PIDS_FULL      1   /* pid map full: a child went unfollowed */
 #define IOT_C_AIO_FULL       2   /* AIO in-flight map full: request untracked */
-#define IOT_C_AIO_RESUBMIT   3   /* iocb resubmitted while in flight */
+#define IOT_C_AIO_RESUBMIT   3   /* iocb resubmitted unreaped: reaped from the user-space ring */
 #define IOT_C_AIO_NO_SUBMIT  4   /* reaped event whose submission was not seen */
 #define IOT_C_AIO_TRUNC      5   /* iocbs/events beyond the per-call loop bound */
 #define IOT_C_URING_FULL     6
@@ -252,6 +257,13 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         n->off_cpu_ns += off;
         n->runq_ns += runq;
     }
+#if IOT_FAULTS
+    /* outside traced calls: the page fault's, if it turns out a major one */
+    else if (n->fault_ns) {
+        n->fault_off_ns += off;
+        n->fault_runq_ns += runq;
+    }
+#endif
 #if IOT_OFF_CPU_RECORDS
     struct iotrace_event *e = iot_reserve(IOT_PROBE_SCHED);
     if (!e)

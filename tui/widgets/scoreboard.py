@@ -6,6 +6,7 @@ Rows are diffed against the previous snapshot (`update_cell` / `add_row` /
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from iotrace.tui import lanes as L
@@ -79,7 +80,7 @@ def cells_for(row: RowSnapshot) -> dict[str, str | Text]:
         "row": Text(row.key),
         "model": model,
         "api": row.api,
-        "iops": fmt_count(row.iops) if has else "-",
+        "iops": fmt_count(row.iops) if has and math.isfinite(row.iops) else "-",
         "p50": fmt_ns(row.p50_ns) if has else "-",
         "p99": fmt_ns(row.p99_ns) if has else "-",
         "sys": f"{row.syscalls_per_req:.1f}" if has else "-",
