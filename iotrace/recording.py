@@ -661,31 +661,13 @@ def _detach(prog: Any) -> None:
     prog.close()
 
 
-class _Abandon:
+class _Abandon(_Stop):
     """While the summary is made (seconds for a big trace) and the dashboard shows
     the final scoreboard, a new SIGINT/SIGTERM/SIGHUP gives up on both: the trace is
     complete by then, and a terminal that closed must not keep iotrace running to
     print to nobody. The summary is made on a thread so that giving up is just not
     waiting for it (raising from the handler instead could interrupt an import and
     leave its lock held: the detaching thread then waited on it for ever)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum = 0
-
-    def __call__(self, signum: int, _frame: object) -> None:
-        self.signum = self.signum or signum
-        self.event.set()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        old = {s: signal.signal(s, self) for s in sigs}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
 
 
 def _summary_text(

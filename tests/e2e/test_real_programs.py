@@ -152,4 +152,4 @@ def test_io_uring_sqpoll_is_said(tmp_path):
     a = analysis.analyze_file(out)
     job = max(a.processes, key=lambda p: p.requests["count"])
     assert job.label.api == "io_uring" and job.requests["sqpoll"]
-    assert "SQ thread" in proc.stdout
+    assert "SQ thread" in proc.stderr
