@@ -191,7 +191,7 @@ ROWS = [
         lambda r: r["recorded_min"] / r["calls"],
         "{:.4f}",
         "1 (0 lost)",
-        lambda v: v == 1.0,
+        lambda v: abs(v - 1.0) < 1e-6,
     ),
     Row(
         "overhead_pread",
@@ -208,7 +208,7 @@ ROWS = [
         lambda r: r["recorded"] / r["calls"] if r["lost"] == 0 else 0.0,
         "{:.4f}",
         "1, 0 lost",
-        lambda v: v == 1.0,
+        lambda v: abs(v - 1.0) < 1e-6,
         lambda r: (
             f"{r['events_per_s'] / 1e6:.2f} M calls/s in {r['records']:,} records, "
             f"{r['lost']:,} lost"
@@ -256,7 +256,7 @@ ROWS = [
         lambda r: r["recorded"] / r["calls"] if r["lost"] == 0 else 0.0,
         "{:.4f}",
         "1, 0 lost",
-        lambda v: v == 1.0,
+        lambda v: abs(v - 1.0) < 1e-6,
         lambda r: (
             f"{r['events_per_s'] / 1e6:.2f} M calls/s in {r['records']:,} records "
             f"({r['runs']:,} runs), {r['lost']:,} lost"
@@ -268,7 +268,7 @@ ROWS = [
         lambda r: 1.0 if r["lost"] > 0 and r["lost"] == r["lost_in_records"] else 0.0,
         "{:.0f}",
         "1 (= yes)",
-        lambda v: v == 1.0,
+        lambda v: abs(v - 1.0) < 1e-6,
         lambda r: (
             f"{r['lost']:,} lost, {r['lost_in_records']:,} in {r['lost_records']} LOST records"
         ),
@@ -326,7 +326,7 @@ ROWS = [
         lambda r: r["reached"] / r["delivered"],
         "{:.4f}",
         "1 (all)",
-        lambda v: v == 1.0,
+        lambda v: abs(v - 1.0) < 1e-6,
         lambda r: f"{r['reached']:,} of {r['delivered']:,}",
     ),
     Row(

@@ -155,7 +155,10 @@ class TaskRegistry:
         (the sched_switch tracepoint names only the thread)."""
         if len(batch) == 0:
             return
-        kinds = batch["kind"]
+        # Each column once into contiguous memory: a record is 104 bytes, so every
+        # pass over a column of the batch itself touches all of its cache lines.
+        kinds = np.ascontiguousarray(batch["kind"])
+        tid_col = np.ascontiguousarray(batch["tid"])
         task_rows = np.flatnonzero(kinds == Kind.TASK)
         for i in task_rows:
             r = batch[i]
@@ -174,7 +177,8 @@ class TaskRegistry:
             self.add(pid, tid, comm, ts, born)
         # The kernel side names the process of OFF_CPU records; a record from an
         # older program (pid 0) gets it from the tid here.
-        off = np.flatnonzero((kinds == Kind.OFF_CPU) & (batch["pid"] == 0))
+        off = np.flatnonzero(kinds == Kind.OFF_CPU)
+        off = off[batch["pid"][off] == 0]
         if len(off):
             tids, inverse = np.unique(batch["tid"][off], return_inverse=True)
             pids = np.array([self._pid_for(int(t)) for t in tids.tolist()], dtype=np.uint32)
@@ -182,8 +186,8 @@ class TaskRegistry:
         # Threads that were running before tracing began show up first in a call
         # record. A batch holds long stretches of one thread: look only where the
         # tid changes, so this costs one pass over the column, not a sort of it.
-        tid_col = batch["tid"]
-        firsts = np.r_[0, np.flatnonzero(tid_col[1:] != tid_col[:-1]) + 1]
+        firsts = np.flatnonzero(tid_col[1:] != tid_col[:-1]) + 1
+        firsts = np.concatenate((np.zeros(1, dtype=firsts.dtype), firsts))
         seen, at = np.unique(tid_col[firsts], return_index=True)
         for t, row in zip(seen.tolist(), firsts[at].tolist(), strict=True):
             if t and t not in self.by_tid and kinds[row] != Kind.TASK:
