@@ -531,7 +531,8 @@ def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: b
     if tui or getattr(args, "quiet", False):
         return
     what = ", ".join(t.label for t in targets)
-    until = f"for {args.duration:g} s" if args.duration else "until they finish"
+    ends = "until it ends" if len(targets) == 1 else "until they end"
+    until = f"for {args.duration:g} s" if args.duration else ends
     print(f"Tracing {what} {until}... Ctrl-C to end. Writing {out}", file=sys.stderr)
 
 

@@ -199,6 +199,10 @@ def lost_line(a: Analysis) -> str:
     return f"LOST EVENTS: {a.lost_total:,}" + (f" ({by})" if by else "") + where
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def render_text(a: Analysis, width: int = 80) -> str:
     tr = a.trace
     width = max(width, 60)
@@ -207,7 +211,8 @@ def render_text(a: Analysis, width: int = 80) -> str:
     state = "complete" if tr.complete else "RECORDING FAILED" if failed else "CUT SHORT"
     head = [
         f"iotrace report: {tr.path.name}",
-        f"{len(a.processes)} processes, {nthreads} threads, {a.duration_ns / 1e9:.2f} s, "
+        f"{_count(len(a.processes), 'process', 'processes')}, "
+        f"{_count(nthreads, 'thread', 'threads')}, {a.duration_ns / 1e9:.2f} s, "
         f"{a.records:,} records, kernel {tr.meta.get('kernel', '?')}, {state}",
     ]
     if a.calls_from_runs:
