@@ -89,6 +89,15 @@ def _pct(part: float, whole: float) -> int:
     return round(100 * part / whole) if whole > 0 else 0
 
 
+def _time_share(part: float, a: Activity) -> str:
+    """ "49% of wall time" for one thread; with several, a share of their summed
+    time, so it never passes 100% ("225% of wall time asleep" read as nonsense)."""
+    n = max(a.threads, 1)
+    if n == 1:
+        return f"{_pct(part, a.wall_ns)}% of wall time"
+    return f"{_pct(part, a.wall_ns * n)}% of its {n} threads' time"
+
+
 def _data_calls(a: Activity) -> dict[str, int]:
     return {
         n: c
@@ -212,8 +221,8 @@ def classify(a: Activity) -> Label:
             waited = sum(a.off_cpu_ns.get(n, 0) for n in calls)
             evidence = (
                 f"{nreq} requests through {api} in {n_calls} calls "
-                f"({n_calls / nreq:.2f} per request); {_pct(waited, a.wall_ns)}% of wall "
-                f"time asleep waiting for completions"
+                f"({n_calls / nreq:.2f} per request); {_time_share(waited, a)} "
+                f"asleep waiting for completions"
             )
         return Label("async-nonblocking", api, evidence, shares("async-nonblocking"))
 
@@ -237,25 +246,24 @@ def classify(a: Activity) -> Label:
         return Label(
             "memory-mapped",
             "mmap",
-            f"{faults} major page faults of mapped files ({_pct(asleep_f, a.wall_ns)}% of wall "
-            f"time asleep in them) against {n_data} data calls: the program reads memory, "
+            f"{faults} major page faults of mapped files ({_time_share(asleep_f, a)} "
+            f"asleep in them) against {n_data} data calls: the program reads memory, "
             "the kernel reads the file",
             shares("memory-mapped"),
         )
     multiplexed = n_mux + n_stream >= positional
     if mux and n_stream and multiplexed and (mux_wait >= asleep_stream or n_mux * 50 >= n_stream):
         top = max(mux, key=lambda k: mux[k])
-        asleep_pct = _pct(asleep_stream, a.wall_ns)
-        if asleep_pct < 5:
+        if _pct(asleep_stream, a.wall_ns * max(a.threads, 1)) < 5:
             after = f"the {n_stream} data calls after it return at once"
         else:
-            after = f"the {n_stream} data calls after it are asleep {asleep_pct}% of wall time"
+            after = f"the {n_stream} data calls after it are asleep {_time_share(asleep_stream, a)}"
         if positional:
             after += f"; {positional} calls on other fds are blocking ones"
         return Label(
             "async-blocking",
             _MUX_API[top],
-            f"{_pct(mux_wait, a.wall_ns)}% of wall time asleep in {n_mux} {top} calls that "
+            f"{_time_share(mux_wait, a)} asleep in {n_mux} {top} calls that "
             f"found an fd ready; {after}{idle}",
             shares("async-blocking"),
         )
@@ -284,8 +292,7 @@ def classify(a: Activity) -> Label:
     return Label(
         "sync-blocking",
         top,
-        f"{n_data} blocking calls ({mix}); {_pct(asleep_data, a.wall_ns)}% of wall time "
-        f"asleep inside them{idle}",
+        f"{n_data} blocking calls ({mix}); {_time_share(asleep_data, a)} asleep inside them{idle}",
         shares("sync-blocking"),
     )
 
