@@ -111,10 +111,12 @@ def test_duckdb_reads_the_export_without_quoting(trace_path: Path, tmp_path: Pat
 
     out = tmp_path / "t.parquet"
     export.export(trace_path, "parquet", out)
-    rows = duckdb.sql(
+    rel = duckdb.sql(
         f"select name, count(*), max(file_offset) from '{out}' "
         "where kind = 'syscall' and pid = 100 group by name order by name"
-    ).fetchall()
+    )
+    assert rel is not None
+    rows = rel.fetchall()
     assert rows == [("pread64", 29, 28 * 4096), ("read", 23, 0)]
 
 
