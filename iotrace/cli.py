@@ -52,6 +52,16 @@ def duration(text: str) -> float:
     return check_duration(value, text)
 
 
+def min_latency(text: str) -> int:
+    """--min-latency DUR in nanoseconds (1ms, 500us; a bare number is us)."""
+    from iotrace.filters import parse_latency
+
+    try:
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def pid_list(text: str) -> list[int]:
     pids = []
     for part in text.split(","):
@@ -102,6 +112,22 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a record for every call: do not fold EAGAIN retries, empty waits and "
         "repeats under load into run records (a storm may then overflow the ring)",
+    )
+    p.add_argument(
+        "-e",
+        dest="trace_filter",
+        action="append",
+        metavar="trace=SET",
+        help="record only these calls, in strace's words: trace=read,pread64 or families "
+        "trace=%%read,%%write,%%net,%%mux,%%aio,%%uring,%%fault (more in the README); "
+        "trace=!SET for all but SET; the rest costs nothing",
+    )
+    p.add_argument(
+        "--min-latency",
+        type=min_latency,
+        metavar="DUR",
+        help="record only calls that took at least DUR (1ms, 500us); faster ones are "
+        "counted per process and syscall",
     )
     p.add_argument(
         "--summary-file",

@@ -120,7 +120,24 @@ class _Stop:
                 signal.signal(s, h)
 
 
+def call_filter(args: argparse.Namespace) -> Any:
+    """The -e trace=SET and --min-latency of the command line (a usage error names
+    what is wrong and lists the valid names)."""
+    from iotrace import filters
+
+    try:
+        selected = filters.parse_trace(getattr(args, "trace_filter", None))
+    except ValueError as exc:
+        raise UsageError(f"-e: {exc}") from None
+    return filters.CallFilter(
+        expr=" ".join(getattr(args, "trace_filter", None) or []),
+        selected=selected,
+        min_latency_ns=int(getattr(args, "min_latency", None) or 0),
+    )
+
+
 def _check_tuning(args: argparse.Namespace) -> None:
+    call_filter(args)
     mb = int(args.ringbuf_mb)
     if mb <= 0 or mb & (mb - 1):
         raise UsageError(f"--ringbuf-mb must be a power of two, not {mb}")
@@ -132,8 +149,13 @@ def _program_options(args: argparse.Namespace) -> Any:
     from iotrace.tracer import program
 
     _check_tuning(args)
+    flt = call_filter(args)
     available = program.available_tracepoints()
     return program.ProgramOptions(
+        syscalls=flt.syscalls,
+        page_faults=flt.keeps("page_fault"),
+        posix_aio_uprobes=flt.keeps("posix_aio"),
+        min_latency_ns=flt.min_latency_ns,
         ringbuf_bytes=int(args.ringbuf_mb) << 20,
         page_size=os.sysconf("SC_PAGE_SIZE"),
         trace_all=bool(getattr(args, "all", False)),
@@ -363,6 +385,7 @@ def _record_traced(
     from iotrace.tracer.tasks import TaskRegistry
 
     opts = _program_options(args)
+    flt = call_filter(args)
     ks = kheaders.configure()
     if not getattr(args, "quiet", False):
         # Compiling takes seconds on a cold start: say so rather than sit silent.
@@ -401,9 +424,14 @@ def _record_traced(
                 if opts.available is not None
                 else [],
                 "kernel_source": ks.how,
-                "posix_aio": prog.posix_aio_mode,
-                "page_faults": getattr(prog, "fault_mode", "not traced"),
+                "posix_aio": prog.posix_aio_mode
+                if flt.keeps("posix_aio")
+                else "not traced (left out by -e)",
+                "page_faults": getattr(prog, "fault_mode", "not traced")
+                if flt.keeps("page_fault")
+                else "not traced (left out by -e)",
             },
+            **({"filter": flt.to_meta()} if flt.active else {}),
             "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],
             "targets": [{"label": t.label, "pids": t.pids} for t in targets],
             **extra_meta,

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from iotrace import __version__, analysis, session
+from iotrace import __version__, analysis, filters, session
 from iotrace.analysis import Analysis, Summary
 
 SCHEMA = "iotrace.report/1"
@@ -248,6 +248,12 @@ def render_text(a: Analysis, width: int = 80) -> str:
                 placeholder="...",
             )
         )
+    flt = filters.from_meta(tr.meta)
+    below = filters.below_counts(tr.stats)
+    if flt is not None:
+        unattributed = a.evicted.get("min_latency_map_full", 0)
+        for line in filters.filter_lines(flt, below, unattributed):
+            head += textwrap.wrap(line, width=width - 1, subsequent_indent="  ")
     lines = [*head, *textwrap.wrap(lost_line(a), width=width - 1, subsequent_indent="  ")]
     if a.write_error:
         lines += textwrap.wrap(f"NOTE: recording stopped early: {a.write_error}", width=width - 1)
@@ -264,6 +270,17 @@ def render_text(a: Analysis, width: int = 80) -> str:
         lines.append(_row(_HEAD))
         for s in shown:
             lines += _process_lines(s, width)
+            if flt is not None and flt.min_latency_ns:
+                mine = filters.by_syscall([b for b in below if b.pid == s.pid])
+                if mine:
+                    per = ", ".join(f"{k} {v:,}" for k, v in mine.items())
+                    lines += textwrap.wrap(
+                        f"{sum(mine.values()):,} calls faster than "
+                        f"{filters.fmt_ns(flt.min_latency_ns)} not recorded ({per})",
+                        width=width - 1,
+                        initial_indent=" " * _W[0] + "  ",
+                        subsequent_indent=" " * _W[0] + "  ",
+                    )
     if idle:
         names = ", ".join(f"{p.pid} {p.title or p.comm}" for p in idle)
         lines += textwrap.wrap(f"no I/O seen from: {names}", width=width - 1)
@@ -326,9 +343,29 @@ def report_json(a: Analysis) -> dict[str, Any]:
         "evicted": a.evicted,
         "write_error": a.write_error or None,
         "not_observed": (tr.footer or {}).get("not_observed", {}),
+        "filter": _filter_json(tr),
         "overhead": (tr.footer or {}).get("overhead"),
         "workloads": [w.to_json() for w in a.workloads],
         "processes": [p.to_json() for p in a.processes],
+    }
+
+
+def _filter_json(tr: session.Trace) -> dict[str, Any] | None:
+    """-e and --min-latency as recorded, with the calls --min-latency only counted."""
+    flt = filters.from_meta(tr.meta)
+    if flt is None:
+        return None
+    below = filters.below_counts(tr.stats)
+    return {
+        "trace": flt.expr or None,
+        "selected": None if flt.selected is None else sorted(flt.selected),
+        "left_out": list(flt.left_out),
+        "min_latency_ns": flt.min_latency_ns,
+        "below_min_latency": [
+            {"pid": b.pid, "syscall": b.syscall, "calls": b.calls, "dur_ns": b.dur_ns}
+            for b in below
+        ],
+        "below_min_latency_calls": sum(b.calls for b in below),
     }
 
 

@@ -35,6 +35,7 @@ COUNTER_NAMES = (
     "uring_map_full",
     "uring_completed_without_submit",
     "posix_aio_map_full",
+    "min_latency_map_full",
 )
 
 _PIDFD_THREAD = os.O_EXCL
@@ -120,6 +121,8 @@ class BpfProgram:
                 "(run 'iotrace doctor'; IOTRACE_DEBUG=1 shows the full log)"
             )
         self.ringbuf_bytes = ringbuf_bytes
+        self.min_latency_ns = 0
+        """--min-latency's threshold the program was built with (load() sets it)."""
         self._pids = self._bpf["pids"]
         self.posix_aio_mode = "helper threads only (pread64/pwrite64 on glibc aio threads)"
         if "iot_paio_read" in text:
@@ -189,6 +192,23 @@ class BpfProgram:
             unmatched_enter=named(self._sum_percpu("unmatched_enter", MAX_PROBES)),
             other={n: v for n, v in zip(COUNTER_NAMES, other, strict=True) if v},
         )
+
+    def below_min_latency(self) -> list[dict[str, int]]:
+        """--min-latency: the calls faster than the threshold, which were counted
+        and not recorded, per process and syscall op (empty without the option)."""
+        out = []
+        for k, vals in self._table_items("below"):
+            calls = sum(int(v.calls) for v in vals)
+            if calls:
+                out.append(
+                    {
+                        "pid": int(k.tgid),
+                        "op": int(k.op),
+                        "calls": calls,
+                        "dur_ns": sum(int(v.dur_ns) for v in vals),
+                    }
+                )
+        return sorted(out, key=lambda r: (r["pid"], r["op"]))
 
     # The in-flight readers name their values after iotrace.events fields, so
     # user space turns them into NOT_OBSERVED records without a mapping table.
@@ -338,7 +358,9 @@ class BpfProgram:
 
 
 def load(opts: program.ProgramOptions) -> BpfProgram:
-    return BpfProgram(program.build(opts), opts.ringbuf_bytes)
+    prog = BpfProgram(program.build(opts), opts.ringbuf_bytes)
+    prog.min_latency_ns = opts.min_latency_ns
+    return prog
 
 
 def check_compile() -> str:

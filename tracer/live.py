@@ -19,7 +19,7 @@ from iotrace.tracer.bcc_source import BpfProgram, Counters
 from iotrace.tracer.ringbuf import RingReader
 from iotrace.tracer.tasks import TaskRegistry
 
-from iotrace.events import PROBE_NAMES, SYSCALL_BY_NAME, Flag, Kind
+from iotrace.events import PROBE_NAMES, SYSCALL_BY_NAME, SYSCALL_BY_OP, Flag, Kind
 from iotrace.session import EVENT_DTYPE, TraceWriter, empty_events
 from iotrace.source import Batch
 
@@ -171,6 +171,9 @@ class LiveSource:
         """Threads whose pending run could not be read at the end (gone meanwhile)."""
         self.error: str = ""
         self._rate_window: list[tuple[float, int]] = []
+        self.below: list[dict[str, Any]] = []
+        """--min-latency: calls counted, not recorded (pid, syscall, calls, dur_ns)."""
+        self._below_on = bool(getattr(prog, "min_latency_ns", 0))
         self.events_by_pid: dict[int, int] = {}
         """Records kept per pid, for the pids given to count_events_of() only."""
 
@@ -231,6 +234,7 @@ class LiveSource:
             "events_per_s": round(rate, 1),
             "drain_cpu_s": round(self.drain_cpu_s, 3),
             "write_error": self._write_error(),
+            **({"below_min_latency": self.below} if self._below_on else {}),
         }
 
     # ---- the drain thread ----
@@ -360,6 +364,20 @@ class LiveSource:
             delta = total - self._last_counters.lost.get(name, 0)
             if delta > 0:
                 rows.append((name, delta))
+        if self._below_on:
+            # Read with the counters (every 0.2 s, and once more after the probes
+            # are off), so every STAT chunk and the footer carry them.
+            self.below = [
+                {
+                    "pid": r["pid"],
+                    "syscall": SYSCALL_BY_OP[r["op"]].name
+                    if r["op"] in SYSCALL_BY_OP
+                    else f"syscall{r['op']}",
+                    "calls": r["calls"],
+                    "dur_ns": r["dur_ns"],
+                }
+                for r in self._prog.below_min_latency()
+            ]
         start_ns = self._last_counter_ns
         self._last_counters = c
         self._last_counter_ns = now_ns

@@ -92,6 +92,42 @@ static __always_inline void iot_took_off(struct iot_call *c, __u64 *off, __u64 *
     }
 }
 
+#if IOT_MIN_LATENCY_NS
+/* --min-latency: a call shorter than the threshold gets no record; it is
+ * counted here, per process and syscall, with its duration summed, so the
+ * report can say how many calls it left out. Checked before folding: only
+ * calls at least that slow can fold into runs (and with a threshold at or
+ * above IOT_RUN_MAX_CALL_NS none does). Requests (AIO, io_uring, POSIX AIO)
+ * and page faults are not calls and are always recorded. */
+struct iot_below_key {
+    __u32 tgid;
+    __u32 op;
+};
+struct iot_below_val {
+    __u64 calls;
+    __u64 dur_ns;
+};
+BPF_PERCPU_HASH(below, struct iot_below_key, struct iot_below_val, IOT_MAX_PIDS * 4);
+#define IOT_C_BELOW_FULL 9  /* `below` full: a fast call counted for no process */
+
+/* 1 when the call ending now is faster than --min-latency (and so only counted). */
+static __always_inline int iot_below_min(struct iot_call *c, __u32 op, __u64 now) {
+    __u64 dur = now - c->enter_ns;
+    if (dur >= IOT_MIN_LATENCY_NS)
+        return 0;
+    struct iot_below_key k = {.tgid = c->id >> 32, .op = op};
+    struct iot_below_val zero = {};
+    struct iot_below_val *v = below.lookup_or_try_init(&k, &zero);
+    if (v) {
+        v->calls += 1;
+        v->dur_ns += dur;
+    } else {
+        iot_counter(IOT_C_BELOW_FULL);
+    }
+    return 1;
+}
+#endif
+
 /* One record for the call now ending (after the run before it, if any). */
 static __always_inline void iot_emit_full(struct iot_call *c, __u32 op, long ret, __u64 now,
                                           __u64 off, __u64 runq) {
@@ -122,8 +158,12 @@ static __always_inline void iot_emit_full(struct iot_call *c, __u32 op, long ret
 static __always_inline void iot_emit_call(struct iot_call *c, __u32 op, long ret, __u64 now) {
     __u64 off = 0, runq = 0;
     iot_took_off(c, &off, &runq);
-    iot_emit_full(c, op, ret, now, off, runq);
     c->last_op = 0;
+#if IOT_MIN_LATENCY_NS
+    if (iot_below_min(c, op, now))
+        return;
+#endif
+    iot_emit_full(c, op, ret, now, off, runq);
 }
 
 /* The histogram increment for a call of `dur` ns: a shift, not an index, so the
@@ -140,6 +180,10 @@ static __always_inline __u64 iot_run_bucket(struct iot_run *r, __u64 dur) {
 static __always_inline void iot_call_done(struct iot_call *c, __u32 op, long ret, __u64 now) {
     __u64 off = 0, runq = 0;
     iot_took_off(c, &off, &runq);
+#if IOT_MIN_LATENCY_NS
+    if (iot_below_min(c, op, now))
+        return;
+#endif
 #if IOT_FOLD
     __u64 dur = now - c->enter_ns;
     __s64 fd = (__s64)c->fd;
