@@ -27,7 +27,7 @@ models as the program sees them:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -580,7 +580,7 @@ class Summary:
     """The figures of one process, thread or workload."""
 
     scope: str
-    """"process", "thread" or "workload"."""
+    """"process", "thread", "workload" or "group" (several processes, `summary_of`)."""
     pid: int
     tid: int
     comm: str
@@ -1768,6 +1768,8 @@ class _Builder:
             end_ns=self.t_hi or 0,
             timeline=self.pool.timeline() if self.pool is not None else None,
             request_store=self.requests,
+            _scopes=scope,
+            _tids_by_pid=tids_by_pid,
         )
 
 
@@ -2249,6 +2251,21 @@ class Analysis:
         default_factory=dict, repr=False
     )
     _frames: Frames | None = field(default=None, repr=False)
+    _scopes: Any = field(default=None, repr=False)
+    _tids_by_pid: dict[int, set[int]] = field(default_factory=dict, repr=False)
+
+    def summary_of(self, pids: Sequence[int], name: str) -> Summary:
+        """One summary over several processes (those of one name, for `iotrace diff`):
+        percentiles, shares and the model over all their threads, as for a workload."""
+        known = [p for p in pids if p in self._tids_by_pid]
+        if self._scopes is None or not known:
+            raise ValueError("no such processes in this analysis")
+        tids = sorted(set().union(*(self._tids_by_pid[p] for p in known)))
+        main = min(known)
+        return cast(
+            Summary,
+            self._scopes.summary(scope="group", pid=main, tids=tids, main_tid=main, comm=name),
+        )
 
     @property
     def duration_ns(self) -> int:

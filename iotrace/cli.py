@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="OUT", help="write a static HTML report")
     p.add_argument("--force", action="store_true", help="overwrite an existing --html file")
 
+    p = sub.add_parser("diff", help="what changed between two traces (no root needed)")
+    p.add_argument("a", metavar="A.trace")
+    p.add_argument("b", metavar="B.trace")
+    p.add_argument("--json", action="store_true", help="machine-readable diff")
+
     p = sub.add_parser("export", help="convert a saved trace (no root needed)")
     p.add_argument("file", metavar="FILE")
     p.add_argument(
@@ -272,6 +277,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from iotrace import report
 
         return report.cmd_report(args)
+    if cmd == "diff":
+        from iotrace import diff
+
+        return diff.cmd_diff(args)
     if cmd == "export":
         from iotrace import export
 

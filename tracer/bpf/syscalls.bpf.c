@@ -108,7 +108,6 @@ struct iot_below_val {
     __u64 dur_ns;
 };
 BPF_PERCPU_HASH(below, struct iot_below_key, struct iot_below_val, IOT_MAX_PIDS * 4);
-#define IOT_C_BELOW_FULL 9  /* `below` full: a fast call counted for no process */
 
 /* 1 when the call ending now is faster than --min-latency (and so only counted). */
 static __always_inline int iot_below_min(struct iot_call *c, __u32 op, __u64 now) {
