@@ -49,7 +49,8 @@ def test_lower_layers_never_import_the_tui(folder):
 
 
 @pytest.mark.parametrize(
-    "module", ["iotrace.report", "iotrace.export", "iotrace.tui.view", "iotrace.tui.app"]
+    "module",
+    ["iotrace.report", "iotrace.diff", "iotrace.export", "iotrace.tui.view", "iotrace.tui.app"],
 )
 def test_view_report_export_do_not_load_bcc(module):
     code = f"import sys, {module}; print('bcc' in sys.modules)"
