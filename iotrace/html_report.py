@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iotrace import __version__, analysis, events
+from iotrace import __version__, analysis, events, filters
 from iotrace.analysis import Analysis
 from iotrace.outfile import check_target, output_file
 from iotrace.report import fmt_mib, fmt_pct, fmt_us, lost_line
@@ -447,6 +447,15 @@ def _plot(fig_id: str, fig: Figure, height: int) -> str:
     )
 
 
+def _filter_lines(a: Analysis) -> list[str]:
+    """What -e and --min-latency left out, as the text report says it."""
+    flt = filters.from_meta(a.trace.meta)
+    if flt is None:
+        return []
+    below = filters.below_counts(a.trace.stats)
+    return filters.filter_lines(flt, below, a.evicted.get("min_latency_map_full", 0))
+
+
 def render(a: Analysis) -> str:
     """The whole page as a string."""
     tr = a.trace
@@ -476,6 +485,7 @@ def render(a: Analysis) -> str:
         f"{a.records:,} records, kernel {html.escape(str(tr.meta.get('kernel', '?')))}, "
         f"{state}. Command: {html.escape(str(command or '-'))}. iotrace {__version__}.</p>",
         f'<p class="{lost_cls}">{html.escape(lost)}</p>',
+        *(f'<p class="note">{html.escape(line)}</p>' for line in _filter_lines(a)),
         "<h2>Scoreboard</h2>",
         scoreboard(a),
         '<p class="note">Requests: a sync data call that did not return EAGAIN (latency from '

@@ -561,7 +561,16 @@ def _announce(targets: list[Target], args: argparse.Namespace, out: Path, tui: b
     what = ", ".join(t.label for t in targets)
     ends = "until it ends" if len(targets) == 1 else "until they end"
     until = f"for {args.duration:g} s" if args.duration else ends
-    print(f"Tracing {what} {until}... Ctrl-C to end. Writing {out}", file=sys.stderr)
+    flt = call_filter(args)
+    only = []
+    if flt.expr:
+        only.append(f"-e {flt.expr}")
+    if flt.min_latency_ns:
+        from iotrace.filters import fmt_ns
+
+        only.append(f"calls under {fmt_ns(flt.min_latency_ns)} only counted")
+    says = f" ({'; '.join(only)})" if only else ""
+    print(f"Tracing {what}{says} {until}... Ctrl-C to end. Writing {out}", file=sys.stderr)
 
 
 def _end_live_view(

@@ -115,3 +115,37 @@ def test_the_header_and_the_report_lines_say_what_was_left_out():
     assert lines[1].startswith("filter --min-latency 1ms: 42 calls faster than 1ms")
     assert "read 40, pread64 2" in lines[1]
     assert filters.filter_lines(filters.CallFilter(), []) == []
+
+
+def test_report_text_json_and_html_say_what_the_filter_left_out(tmp_path):
+    import json as _json
+
+    import report_fixtures as fx
+
+    from iotrace import analysis, html_report, report
+
+    f = filters.CallFilter(
+        expr="trace=%read", selected=filters.parse_trace(["%read"]), min_latency_ns=1_000_000
+    )
+    b = fx.TraceBuilder()
+    fx.sync_blocking(b, pid=100)
+    stats = {
+        "lost": {},
+        "below_min_latency": [{"pid": 100, "syscall": "read", "calls": 41, "dur_ns": 9_000}],
+    }
+    path = b.write(tmp_path / "f.trace", meta={"filter": f.to_meta()}, stats=stats)
+    a = analysis.analyze_file(path, timeline=True)
+    text = report.render_text(a)
+    assert "filter -e trace=%read: recorded only read, pread64" in text
+    assert "filter --min-latency 1ms: 41 calls faster than 1ms counted" in text
+    assert "41 calls faster than 1ms not recorded (read 41)" in text  # under its process
+    doc = _json.loads(_json.dumps(report.report_json(a)))
+    assert doc["filter"]["below_min_latency_calls"] == 41
+    assert doc["filter"]["selected"] == sorted(filters.FAMILIES["read"][0])
+    page = html_report.render(a)
+    assert "41 calls faster than 1ms counted, not recorded" in page
+    # without a filter: nothing said, and `filter` is null
+    plain = fx.TraceBuilder()
+    fx.sync_blocking(plain, pid=100)
+    a2 = analysis.analyze_file(plain.write(tmp_path / "p.trace"))
+    assert "filter" not in report.render_text(a2) and report.report_json(a2)["filter"] is None
