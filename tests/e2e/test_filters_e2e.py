@@ -69,10 +69,11 @@ def test_e_trace_keeps_exactly_the_calls_asked_for(selected):
 def test_min_latency_records_the_slow_calls_and_counts_every_other(slow_only):
     t, fds, proc = slow_only
     sc = syscalls(t)
-    assert len(sc) and ((sc["end_ns"] - sc["ts_ns"]) >= 20_000).all()
+    # how many calls were slower is the machine's doing; that none faster was kept is not
+    assert ((sc["end_ns"] - sc["ts_ns"]) >= 20_000).all()
     below = {(b.pid, b.syscall): b.calls for b in filters.below_counts(t.stats)}
     assert below  # families makes plenty of calls faster than 20 us
-    pid = int(sc["pid"][0])
+    pid = int(t.meta["targets"][0]["pids"][0])
     c = count_by(t)
     for name, fd, n in (("pwrite64", "file", 37), ("pwritev", "file", 17), ("sendto", "sock0", 7)):
         assert c[(name, fds[fd])] + below.get((pid, name), 0) == n, name
