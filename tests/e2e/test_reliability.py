@@ -70,12 +70,17 @@ def held_prog_ids(pid: int) -> set[int]:
 
 
 def assert_progs_gone(ids: set[int]) -> None:
-    """Programs are freed shortly after their last fd closes (RCU): allow 3 s."""
-    deadline = time.monotonic() + 3
+    """The probes are off when iotrace exits (the IOT_GUARD switch); the kernel
+    then takes them down in the iotrace-detach reaper, one grace period per
+    probe (bcc_source.BpfProgram.detach): 3.8-6.5 s for 92 probes on this VM.
+    Allow 30 s, and say how long it took."""
+    t0 = time.monotonic()
+    deadline = t0 + 30
     left = {i for i in ids if bpf_prog_exists(i)}
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
         left = {i for i in left if bpf_prog_exists(i)}
+    print(f"BPF programs freed {time.monotonic() - t0:.1f} s after iotrace exited")
     assert not left, f"BPF programs still loaded after iotrace exited: {sorted(left)}"
 
 
