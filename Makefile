@@ -29,11 +29,14 @@ typecheck: typecheck-tree
 	cd $(TYPECHECK) && MYPYPATH=tests/e2e:tests/unit ../../$(VENV)/bin/mypy \
 		--config-file ../../pyproject.toml --explicit-package-bases --allow-untyped-defs tests
 
+# Unit and TUI tests on two workers; the e2e tests after them, one at a time
+# (they measure timing and load real probes).
 test:
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 tests/unit tests/tui
+	$(PY) -m pytest tests/e2e
 
 test-unit:
-	$(PY) -m pytest tests/unit tests/tui
+	$(PY) -m pytest -n 2 tests/unit tests/tui
 
 e2e:
 	$(PY) -m pytest tests/e2e

@@ -68,6 +68,8 @@ PARTS = [
         needs_root=False,
     ),
     Part("startup", "bench.startup", [], ["--runs", "1"]),
+    # the user's first command, in a real terminal: loss and redraws seen from outside
+    Part("first_run", "bench.first_run", [], ["--runtime", "15"]),
 ]
 
 
@@ -345,6 +347,24 @@ ROWS = [
         "{:.1f} B",
         "< 100 B",
         lambda v: v < 100,
+    ),
+    Row(
+        "first_run",
+        "`iotrace run` + dashboard in tmux, 60 s: calls lost",
+        lambda r: r["screen_lost"] + r["trace_lost"],
+        "{:,.0f}",
+        "0",
+        lambda v: v == 0,
+        lambda r: f"{r['calls']:,} calls in {r['records']:,} records; load {r['load']}",
+    ),
+    Row(
+        "first_run",
+        "`iotrace run` + dashboard in tmux: screen redraws/s",
+        lambda r: r["redraws_per_s_median"],
+        "{:.0f}/s",
+        ">= 10",
+        lambda v: v >= 10,
+        lambda r: f"median; min {r['redraws_per_s_min']}/s, captured at 20/s",
     ),
     Row(
         "startup",

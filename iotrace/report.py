@@ -124,7 +124,7 @@ def _details(s: Summary) -> str:
     return "; ".join(parts)
 
 
-def _process_lines(s: Summary, width: int) -> list[str]:
+def _process_lines(s: Summary, width: int, builtin: frozenset[str] = frozenset()) -> list[str]:
     r = s.requests
     lat = r["latency_us"]
     lines = [
@@ -146,8 +146,11 @@ def _process_lines(s: Summary, width: int) -> list[str]:
     head = f"{label.model} ({label.api})" if label.api != "-" else label.model
     if s.title:
         head = f"{s.comm}: {s.title}: {head}"
-    if s.workload:
+    if s.workload in builtin:
         head = f"workload {s.workload}: {head}"
+    elif s.workload and s.workload != s.comm:
+        # A process of a traced command (`trace -- sh -c ...`): not a workload.
+        head = f"of {s.workload}: {head}"
     wrap = textwrap.TextWrapper(
         width=width - 1, initial_indent=indent + "= ", subsequent_indent=indent + "  "
     )
@@ -268,8 +271,9 @@ def render_text(a: Analysis, width: int = 80) -> str:
         lines.append("no I/O system calls were recorded")
     else:
         lines.append(_row(_HEAD))
+        builtin = frozenset(w.workload for w in a.workloads if w.expected_model)
         for s in shown:
-            lines += _process_lines(s, width)
+            lines += _process_lines(s, width, builtin)
             if flt is not None and flt.min_latency_ns:
                 mine = filters.by_syscall([b for b in below if b.pid == s.pid])
                 if mine:

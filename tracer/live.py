@@ -246,13 +246,12 @@ class LiveSource:
                 if self._write_error():
                     self.error = self._write_error()
                     break
-            # The counters as the recording ends, then the probes off: the ring, the
-            # requests in flight and the runs not yet emitted are then final, and none
-            # can be read twice or missed. (Detaching takes a while, one probe after
-            # another, and a running program's exits without their enters meanwhile
-            # are not the program's doing: they are not counted.)
-            self._final_counters = self._prog.counters()
+            # The probes off, all at once (BpfProgram.detach sets their off switch
+            # first), then the counters: the ring, the counters, the requests in
+            # flight and the runs not yet emitted are then final, and none can be
+            # read twice or missed.
             self._prog.detach()
+            self._final_counters = self._prog.counters()
             self._drain_once(final=True)
         except Exception as exc:  # surfaced to the user by the recorder
             self.error = f"the drain thread failed: {exc!r}"

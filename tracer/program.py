@@ -156,6 +156,7 @@ def _enter_probe(s: Syscall, opts: ProgramOptions) -> str:
         uptr = "(__u64)args->events"
     return (
         f"TRACEPOINT_PROBE(syscalls, sys_enter_{s.name}) {{\n"
+        "    IOT_GUARD;\n"
         f"    return iot_enter({s.op}, (__s64)({s.fd}), (__u64)({size}), "
         f"(__u64)({s.offset}), {uptr});\n}}\n"
     )
@@ -175,6 +176,7 @@ def _exit_probe(s: Syscall, aio_requests: bool = True) -> str:
         fn = "iot_exit_io_getevents"
     return (
         f"TRACEPOINT_PROBE(syscalls, sys_exit_{s.name}) {{\n"
+        "    IOT_GUARD;\n"
         f"    return {fn}({s.op}, args->ret);\n}}\n"
     )
 

@@ -99,6 +99,13 @@ def test_run_dashboard_in_tmux_then_view(tmux_ok, tmp_path):
         # Pause freezes the lanes while recording goes on.
         tm.keys("space")
         paused = tm.wait_for(r"PAUSED \(recording goes on\)", 10)
+        # On a busy machine a frame paints what its time budget allows and
+        # marks the rest '?' (lanes.PENDING) for the next frames to finish:
+        # finishing the picture is not movement, so wait for it first.
+        deadline = time.monotonic() + 10
+        while any("?" in c for c in lane_cells(paused)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            paused = tm.screen()
         frozen = lane_cells(paused)
         time.sleep(1.5)
         assert lane_cells(tm.screen()) == frozen

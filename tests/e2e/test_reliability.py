@@ -69,14 +69,27 @@ def held_prog_ids(pid: int) -> set[int]:
     return ids
 
 
+def _is_reaper(pid: int) -> bool:
+    """iotrace's iotrace-detach process (bcc_source.BpfProgram.detach): it holds
+    the probes' fds while the kernel takes them down, after iotrace has gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"iotrace-detach"
+    except OSError:
+        return False
+
+
 def assert_progs_gone(ids: set[int]) -> None:
-    """Programs are freed shortly after their last fd closes (RCU): allow 3 s."""
-    deadline = time.monotonic() + 3
+    """iotrace's programs are freed after it exited. The probes are off by then
+    (the IOT_GUARD switch); the kernel takes them down in the iotrace-detach
+    reaper, one grace period per probe: 3.8-7.5 s for 92 probes on this VM
+    (bcc_source.BpfProgram.detach). Allow 30 s, and say how long it took."""
+    t0 = time.monotonic()
     left = {i for i in ids if bpf_prog_exists(i)}
-    while left and time.monotonic() < deadline:
+    while left and time.monotonic() - t0 < 30:
         time.sleep(0.1)
         left = {i for i in left if bpf_prog_exists(i)}
-    assert not left, f"BPF programs still loaded after iotrace exited: {sorted(left)}"
+    print(f"BPF programs freed {time.monotonic() - t0:.1f} s after iotrace exited")
+    assert not left, f"BPF programs still loaded 30 s after iotrace exited: {sorted(left)}"
 
 
 def start_time(pid: int) -> int | None:
@@ -114,12 +127,15 @@ def descendants(pid: int) -> dict[int, int]:
 
 
 def assert_gone(procs: dict[int, int], within_s: float = 3.0) -> None:
-    """None of these (pid, start time) processes still runs."""
-    deadline = time.monotonic() + within_s
+    """None of these (pid, start time) processes still runs. The detach reaper
+    may take its 30 s (one kernel grace period per probe) but must end too."""
+    t0 = time.monotonic()
     alive = procs
+    reapers = {p for p in procs if _is_reaper(p)}
     while True:
         alive = {p: st for p, st in alive.items() if start_time(p) == st}
-        if not alive or time.monotonic() > deadline:
+        late = time.monotonic() - t0 > within_s
+        if not alive or (late and (not set(alive) & reapers or time.monotonic() - t0 > 30)):
             break
         time.sleep(0.05)
     assert not alive, f"processes iotrace started still run: {alive}"
@@ -269,6 +285,10 @@ def _signal_run(tmp: Path, rng: random.Random, i: int) -> str:
                 want = {0} if kind != "command" else {128 + signal.SIGTERM}
             else:
                 want = {128 + sig}
+            if phase == "saving":
+                # The second signal may land during the summary, which it gives
+                # up on: the exit status is then the first signal's (_Abandon).
+                want.add(128 + sig)
             assert rc in want, f"{what}\n{stderr}"
         else:
             # Stopped before the targets ran: 128+N (SIGINT in Python's own

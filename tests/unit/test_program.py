@@ -76,3 +76,17 @@ def test_available_tracepoints_reads_tracefs_layout(tmp_path):
         "syscalls:sys_enter_read",
         "sched:sched_switch",
     }
+
+
+def test_every_probe_starts_with_the_off_switch():
+    """The recording ends by setting the off switch (bcc_source.BpfProgram.stop),
+    not by waiting seconds for the kernel to take the probes down: a probe that
+    does not check it first would go on recording, and changing state being read,
+    after the end. Every attached function, generated or hand-written, checks it."""
+    text = program.build(program.ProgramOptions(page_faults=True, posix_aio_uprobes=True))
+    heads = re.findall(
+        r"^(TRACEPOINT_PROBE\([^)]*\)|int iot_\w+\([^)]*\)) \{\s*(\S+)", text, flags=re.M
+    )
+    assert len(heads) > 50, "the probe pattern no longer matches the program text"
+    unguarded = [head for head, first in heads if first != "IOT_GUARD;"]
+    assert not unguarded, unguarded

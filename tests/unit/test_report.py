@@ -13,7 +13,7 @@ from report_fixtures import MS, TraceBuilder, sync_blocking, write_all
 from iotrace import analysis, report, session
 from iotrace.cli import main
 from iotrace.errors import EXIT_DATA, EXIT_IO
-from iotrace.events import PROBE_SCHED
+from iotrace.events import PROBE_SCHED, TaskOp
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,19 @@ def test_a_trace_with_no_records_reports_and_exports(tmp_path: Path, capsys) -> 
     assert json.loads(capsys.readouterr().out)["processes"] == []
     for fmt in ("parquet", "csv", "jsonl", "perfetto", "chrome-json"):
         assert main(["export", str(path), "--format", fmt, "-o", str(tmp_path / f"e.{fmt}")]) == 0
+
+
+def test_a_traced_command_is_not_called_a_workload(tmp_path: Path) -> None:
+    """`trace -- sh -c 'dd ...'`: the processes are the command's, named after
+    it where their own name differs; 'workload' is for the built-in ones."""
+    b = TraceBuilder()
+    t = sync_blocking(b, pipe_reads=2, preads=2)
+    b.task(200, 200, TaskOp.FORK, "sh", t, parent=1, workload="sh")
+    b.task(201, 201, TaskOp.FORK, "dd", t, parent=200, workload="sh")
+    for pid in (200, 201):
+        b.syscall(pid, pid, "read", t + MS, 10_000, ret=512, fd=0)
+    text = report.summary_text(session.load(b.write(tmp_path / "cmd.trace")))
+    heads = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("= ")]
+    assert any(h.startswith("= workload sync-blocking:") for h in heads), heads
+    assert any(h.startswith("= of sh:") for h in heads), heads  # dd, a child of the command
+    assert not any("workload sh" in h for h in heads), heads

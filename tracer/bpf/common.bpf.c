@@ -82,6 +82,20 @@ BPF_HASH(pids, __u32, __u8, IOT_MAX_PIDS);            /* traced tgids */
 BPF_HASH(threads, __u32, struct iot_thread, IOT_MAX_THREADS);
 BPF_TASK_STORAGE(calls, struct iot_call);
 
+/* The off switch: iot_ctl[0] = 1 as the recording ends, so that every probe
+ * stops at once and what the maps hold is final. Taking the probes down is
+ * slow (closing each perf event waits for a grace period, serialised in the
+ * kernel: 40-70 ms apiece on a busy 2-vCPU VM, seconds for 90), so it happens
+ * after iotrace has gone (bcc_source.BpfProgram.detach). Every probe starts
+ * with IOT_GUARD; tests/unit/test_program.py checks that none is without. */
+BPF_ARRAY(iot_ctl, __u32, 1);
+static __always_inline int iot_off(void) {
+    __u32 k = 0;
+    __u32 *v = iot_ctl.lookup(&k);
+    return v && *v;
+}
+#define IOT_GUARD if (iot_off()) return 0
+
 /* Counters, per CPU so the hot path never contends; user space sums them. */
 BPF_PERCPU_ARRAY(lost, __u64, IOT_MAX_PROBES);        /* ring buffer full, per probe */
 BPF_PERCPU_ARRAY(unmatched_exit, __u64, IOT_MAX_PROBES);  /* exit without its enter */
@@ -226,6 +240,7 @@ static __always_inline struct iot_thread *iot_thread_get(__u64 pid_tgid) {
 /* ---- scheduler: off-CPU time inside calls, and per-thread intervals ---- */
 
 TRACEPOINT_PROBE(sched, sched_switch) {
+    IOT_GUARD;
     __u64 now = bpf_ktime_get_ns();
     __u32 prev = args->prev_pid;
     __u32 next = args->next_pid;
@@ -285,6 +300,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup) {
+    IOT_GUARD;
     __u32 tid = args->pid;
     struct iot_thread *t = threads.lookup(&tid);
     if (t && t->out_ns && !t->wake_ns)
@@ -311,6 +327,7 @@ static __always_inline void iot_task_event(__u32 pid, __u32 tid, __u16 op, __s64
 }
 
 TRACEPOINT_PROBE(sched, sched_process_fork) {
+    IOT_GUARD;
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!iot_traced(tgid))
         return 0;
@@ -339,12 +356,13 @@ static __always_inline int iot_child_started(long ret) {
     iot_task_event(tgid, tid, tgid == tid ? IOT_TASK_FORK : IOT_TASK_THREAD, parent);
     return 0;
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_clone) { return iot_child_started(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_clone3) { return iot_child_started(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_fork) { return iot_child_started(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_vfork) { return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_clone) { IOT_GUARD; return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3) { IOT_GUARD; return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fork) { IOT_GUARD; return iot_child_started(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_vfork) { IOT_GUARD; return iot_child_started(args->ret); }
 
 TRACEPOINT_PROBE(sched, sched_process_exec) {
+    IOT_GUARD;
     __u64 id = bpf_get_current_pid_tgid();
     if (!iot_traced(id >> 32))
         return 0;
@@ -357,6 +375,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+    IOT_GUARD;
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
     struct iot_call *c = iot_call_get(0);

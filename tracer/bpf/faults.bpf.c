@@ -21,6 +21,7 @@ struct iot_perf_event_data {
 };
 
 TRACEPOINT_PROBE(exceptions, page_fault_user) {
+    IOT_GUARD;
     __u64 id = bpf_get_current_pid_tgid();
     struct iot_thread *t = iot_thread_get(id);
     if (!t)
@@ -34,6 +35,7 @@ TRACEPOINT_PROBE(exceptions, page_fault_user) {
 }
 
 int iot_major_fault(struct iot_perf_event_data *ctx) {
+    IOT_GUARD;
     __u32 tid = (__u32)bpf_get_current_pid_tgid();
     struct iot_thread *t = threads.lookup(&tid);
     /* A major fault at another address is taken in the kernel (a call copying

@@ -60,10 +60,11 @@ static __always_inline int iot_paio_submit(struct pt_regs *ctx, __u16 opcode) {
     return 0;
 }
 
-int iot_paio_read(struct pt_regs *ctx) { return iot_paio_submit(ctx, 0); }
-int iot_paio_write(struct pt_regs *ctx) { return iot_paio_submit(ctx, 1); }
+int iot_paio_read(struct pt_regs *ctx) { IOT_GUARD; return iot_paio_submit(ctx, 0); }
+int iot_paio_write(struct pt_regs *ctx) { IOT_GUARD; return iot_paio_submit(ctx, 1); }
 
 int iot_paio_return_enter(struct pt_regs *ctx) {
+    IOT_GUARD;
     __u64 id = bpf_get_current_pid_tgid();
     if (!iot_traced(id >> 32))
         return 0;
@@ -73,6 +74,7 @@ int iot_paio_return_enter(struct pt_regs *ctx) {
 }
 
 int iot_paio_return_exit(struct pt_regs *ctx) {
+    IOT_GUARD;
     __u64 id = bpf_get_current_pid_tgid();
     __u64 *cbp = paio_returning.lookup(&id);
     if (!cbp)

@@ -20,6 +20,7 @@ struct iot_ureq {
 BPF_HASH(uring_inflight, __u64, struct iot_ureq, IOT_MAX_INFLIGHT);
 
 TRACEPOINT_PROBE(io_uring, io_uring_submit_req) {
+    IOT_GUARD;
     __u64 id = bpf_get_current_pid_tgid();
     if (!iot_traced(id >> 32))
         return 0;
@@ -38,6 +39,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_submit_req) {
 }
 
 TRACEPOINT_PROBE(io_uring, io_uring_file_get) {
+    IOT_GUARD;
     __u64 req = (__u64)args->req;
     struct iot_ureq *r = uring_inflight.lookup(&req);
     if (r)
@@ -46,6 +48,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_file_get) {
 }
 
 TRACEPOINT_PROBE(io_uring, io_uring_queue_async_work) {
+    IOT_GUARD;
     __u64 req = (__u64)args->req;
     struct iot_ureq *r = uring_inflight.lookup(&req);
     if (r)
@@ -54,6 +57,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_queue_async_work) {
 }
 
 TRACEPOINT_PROBE(io_uring, io_uring_complete) {
+    IOT_GUARD;
     __u64 req = (__u64)args->req;
     struct iot_ureq *r = uring_inflight.lookup(&req);
     if (!r) {
