@@ -35,6 +35,7 @@ COUNTER_NAMES = (
     "uring_map_full",
     "uring_completed_without_submit",
     "posix_aio_map_full",
+    "fd_state_full",
 )
 
 _PIDFD_THREAD = os.O_EXCL
