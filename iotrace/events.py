@@ -43,6 +43,9 @@ class Kind(enum.IntEnum):
     SYSCALL_RUN = 8
     """`offset` consecutive calls of one thread with one syscall, fd and result class,
     folded in the kernel into one record (see `RUN_FIELDS`; `runs.py` reads them)."""
+    FD = 9
+    """One change of a process's fd table (op is an `FdOp`; layout in iotrace.h);
+    `fdpaths.py` turns them into each call's path. Not a call: analyses skip it."""
 
 
 class TaskOp(enum.IntEnum):
@@ -52,6 +55,33 @@ class TaskOp(enum.IntEnum):
     """A traced process created a thread: tid=new thread."""
     EXEC = 3
     EXIT = 4
+
+
+class FdOp(enum.IntEnum):
+    """What an FD record says changed (tracer/bpf/iotrace.h IOT_FD_*)."""
+
+    OPEN = 1
+    PATH = 2
+    CLOSE = 3
+    CLOSE_RANGE = 4
+    DUP = 5
+    PIPE = 6
+    SOCKETPAIR = 7
+    SOCKET = 8
+    ACCEPT = 9
+    ANON = 10
+    SNAPSHOT = 11
+    CHDIR = 12
+    FCHDIR = 13
+
+
+ANON_NAMES: Final = {1: "eventfd", 2: "eventpoll", 3: "timerfd", 4: "signalfd", 5: "memfd",
+                     6: "inotify"}  # fmt: skip
+"""IOT_ANON_* -> the name /proc/PID/fd gives such an fd (anon_inode:[NAME])."""
+PATH_CHUNK: Final = 80
+"""Bytes of a path one PATH record holds (end_ns .. user_data)."""
+PATH_CHUNKS: Final = 4
+"""PATH records per path at most: paths longer than 319 bytes are cut (Flag.PATH_CUT)."""
 
 
 class Flag(enum.IntFlag):
@@ -70,6 +100,10 @@ class Flag(enum.IntFlag):
     FROM_RUN = 32
     """A call laid out from a SYSCALL_RUN record by `runs.expand` (never in a file):
     its count and the run's sums are exact, its own timing is estimated."""
+    PATH_CUT = 64
+    """FD: the path was longer than the kernel side reads (PATH_CHUNKS records)."""
+    PATH_UNREAD = 128
+    """FD: the path could not be read from the program's memory."""
 
 
 @dataclass(frozen=True)
@@ -217,12 +251,14 @@ PROBE_TASK: Final = 101
 PROBE_AIO: Final = 102
 PROBE_URING: Final = 103
 PROBE_POSIX_AIO: Final = 104
+PROBE_FD: Final = 105
 PROBE_NAMES: Final = {
     PROBE_SCHED: "sched",
     PROBE_TASK: "task",
     PROBE_AIO: "aio-request",
     PROBE_URING: "uring-request",
     PROBE_POSIX_AIO: "posix-aio-request",
+    PROBE_FD: "fd-table",
 }
 MAX_PROBES: Final = 128
 """Size of the per-probe counter arrays in BPF; every op and probe id is below it."""
@@ -246,6 +282,11 @@ def op_name(kind: int, op: int) -> str:
             return f"task{op}"
     if kind == Kind.LOST:
         return probe_name(op)
+    if kind == Kind.FD:
+        try:
+            return FdOp(op).name.lower()
+        except ValueError:
+            return f"fd{op}"
     return str(op)
 
 

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from iotrace import events, session
 from iotrace.analysis import kind_names, op_names, workload_map
 from iotrace.errors import IotraceError, TraceFileError
-from iotrace.events import Flag, Kind
+from iotrace.events import FdOp, Flag, Kind
+from iotrace.fdpaths import FdTables
 from iotrace.outfile import check_target, output_file
 
 EXPORT_FORMAT = "iotrace.export/2"
@@ -54,6 +55,7 @@ EXPORT_SCHEMA = pa.schema(
         pa.field("ret", pa.int64(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("fd", pa.int64(), nullable=False),
+        pa.field("path", pa.dictionary(pa.int32(), pa.string())),
         pa.field("size", pa.uint64(), nullable=False),
         pa.field("file_offset", pa.uint64(), nullable=False),
         pa.field("key", pa.uint64(), nullable=False),
@@ -71,7 +73,10 @@ or request opcode; for off_cpu rows the call the thread slept in, "preempted" or
 number of calls for a syscall_run row, whose dur_ns is the calls' summed duration
 (kdone_ns null), ret their summed result or shared errno, size their summed sizes,
 key the shortest and longest call and user_data their histogram (README: run
-records); null for other rows."""
+records); null for other rows. `path` is the file the record's fd named at that
+moment (iotrace.fdpaths; dictionary-encoded), null when it has no fd or the fd was
+never seen opened; fd rows (kind "fd") are the fd-table changes, named by what
+changed (open, close, dup, ...), with the path they gave the fd."""
 
 _ERRNAMES = dict(errno.errorcode)
 TABLE_ROWS = 65_536
@@ -163,9 +168,14 @@ def record_names(ev: np.ndarray) -> np.ndarray:
 
 
 def event_table(
-    ev: np.ndarray, ident: Identity, tid_name: str, wall_offset: int | None = None
+    ev: np.ndarray,
+    ident: Identity,
+    tid_name: str,
+    wall_offset: int | None = None,
+    paths: list[str | None] | None = None,
 ) -> pa.Table:
-    """The export rows for a batch of records."""
+    """The export rows for a batch of records (`paths`: each record's, from
+    fdpaths.FdTables; none known without it)."""
     kinds = ev["kind"]
     flags = ev["flags"].astype("uint32")
     end = ev["end_ns"].astype("uint64")
@@ -212,6 +222,9 @@ def event_table(
         "ret": pa.array(ret),
         "error": pa.array(error, pa.string()),
         "fd": pa.array(ev["fd"].astype("int64")),
+        "path": pa.array(
+            paths if paths is not None else [None] * len(ev), pa.string()
+        ).dictionary_encode(),
         "size": pa.array(ev["size"].astype("uint64")),
         "file_offset": pa.array(ev["offset"].astype("uint64")),
         "key": pa.array(ev["key"].astype("uint64")),
@@ -231,6 +244,7 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
     tid_name = trace_id(path, meta)
     wall = wall_offset_ns(meta)
     damage: list[str] = []
+    fds = FdTables()
 
     def gen() -> Iterator[pa.Table]:
         saw_end = damaged = False
@@ -238,9 +252,23 @@ def iter_tables(path: Path) -> tuple[dict[str, Any], Iterator[pa.Table], list[st
             # One chunk holds up to 645 k records; a row writer turns each
             # table into Python objects, so tables are kept small whatever the
             # file's chunks are (a crafted one holds only full-size chunks).
-            if tag == b"EVTS":
+            if tag == b"PROC":
+                for t in value:
+                    fds.add_task(t)
+            elif tag == b"EVTS":
+                # PATH records are pieces of the path their open's row carries.
+                paths = fds.paths(value)
+                keep = ~((value["kind"] == int(Kind.FD)) & (value["op"] == int(FdOp.PATH)))
+                value = value[keep]
+                paths = [p for p, k in zip(paths, keep.tolist(), strict=True) if k]
                 for start in range(0, len(value), TABLE_ROWS):
-                    yield event_table(value[start : start + TABLE_ROWS], ident, tid_name, wall)
+                    yield event_table(
+                        value[start : start + TABLE_ROWS],
+                        ident,
+                        tid_name,
+                        wall,
+                        paths[start : start + TABLE_ROWS],
+                    )
             elif tag == b"END.":
                 saw_end = True
                 if value.get("recording_failed") and not damage:

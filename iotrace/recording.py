@@ -382,7 +382,7 @@ def _record_traced(
     from iotrace.tracer import bcc_source, kheaders
     from iotrace.tracer.live import LiveSource
     from iotrace.tracer.program import TRACEPOINTS, traced_syscalls
-    from iotrace.tracer.tasks import TaskRegistry
+    from iotrace.tracer.tasks import TaskRegistry, fd_snapshot
 
     opts = _program_options(args)
     flt = call_filter(args)
@@ -447,6 +447,12 @@ def _record_traced(
                     # Threads of a running process that may stay idle: listed all the same.
                     for tid in _threads_of(pid):
                         registry.add(pid, tid)
+        # The fds the targets have before anything is traced: -p's open files, and
+        # what a held command inherits (fdpaths.py gives calls on them their path).
+        snap_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        for t in targets:
+            for pid in t.pids:
+                writer.write_events(fd_snapshot(pid, snap_ns, before_exec="command" in t.info))
         use_tui = dash is not None
         source = LiveSource(
             prog,

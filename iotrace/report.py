@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from iotrace import __version__, analysis, filters, session
+from iotrace import __version__, analysis, fdpaths, filters, session
 from iotrace.analysis import Analysis, Summary
 
 SCHEMA = "iotrace.report/1"
@@ -397,16 +397,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     # Streamed: the records are folded a batch at a time and never held, so a
     # trace of any length fits (README: "Big traces").
     a = analysis.analyze_file(args.file, timeline=bool(args.html))
+    # A second streamed pass: the per-file table follows the fd tables in time order.
+    files = fdpaths.file_table(args.file)
     if args.html:
         from iotrace import html_report
 
         html_report.write_html(a, args.html, force=bool(args.force))
     if args.json:
-        json.dump(report_json(a), sys.stdout, indent=2)
+        json.dump({**report_json(a), **fdpaths.file_table_json(files)}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         width = min(os.get_terminal_size().columns, 100) if sys.stdout.isatty() else 80
         sys.stdout.write(_highlight(render_text(a, width)))
+        table = fdpaths.render_file_table(files, width)
+        if table:
+            sys.stdout.write("\n" + "\n".join(table) + "\n")
         if args.html:
             sys.stdout.write(f"HTML report written to {args.html}\n")
     return 0

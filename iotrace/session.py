@@ -82,6 +82,9 @@ class TaskInfo:
     title: str = ""
     """The process title it set over its argv (PostgreSQL's "checkpointer",
     nginx's "worker process"); "" when it set none."""
+    cwd: str = ""
+    """Its working directory when first seen (/proc/PID/cwd): what relative paths
+    opened before any chdir the trace saw resolve against (fdpaths.py)."""
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -95,6 +98,8 @@ class TaskInfo:
         }
         if self.title:
             out["title"] = self.title
+        if self.cwd:
+            out["cwd"] = self.cwd
         return out
 
     @classmethod
@@ -112,6 +117,7 @@ class TaskInfo:
                 workload=str(d.get("workload", "")),
                 exe=str(d.get("exe", "")),
                 title=str(d.get("title", "")),
+                cwd=str(d.get("cwd", "")),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise TraceFileError(f"task entry is malformed: {exc}") from None

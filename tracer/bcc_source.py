@@ -39,6 +39,7 @@ COUNTER_NAMES = (
     "uring_completed_without_submit",
     "posix_aio_map_full",
     "min_latency_map_full",
+    "fd_state_full",
 )
 
 _PIDFD_THREAD = os.O_EXCL

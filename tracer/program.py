@@ -23,6 +23,117 @@ FAULT_OP: Final = events.SYSCALL_BY_NAME["page_fault"].op
 
 TRACEFS_CANDIDATES: Final = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
+# The calls that change a process's fd table (fdpath.bpf.c): syscall -> (enter, exit),
+# C over the tracepoint `args`. O_CLOEXEC (02000000) is what the resolver keeps of the
+# flags: such fds are gone after an exec. fcntl is kept only for F_DUPFD (0) and
+# F_DUPFD_CLOEXEC (1030), and its other commands are not counted as unmatched.
+_CLOEXEC: Final = "02000000"
+FD_PROBES: Final[dict[str, tuple[str, str]]] = {
+    "openat": (
+        "iot_fd_enter(IOT_FD_OPEN, (__u64)args->filename, (__s32)args->dfd, 0, args->flags)",
+        "iot_fd_exit_path(IOT_FD_OPEN, args->ret)",
+    ),
+    "open": (
+        "iot_fd_enter(IOT_FD_OPEN, (__u64)args->filename, -100, 0, args->flags)",
+        "iot_fd_exit_path(IOT_FD_OPEN, args->ret)",
+    ),
+    "openat2": (
+        "iot_fd_enter(IOT_FD_OPEN, (__u64)args->filename, (__s32)args->dfd, 0, "
+        "iot_open_how_flags((const void *)args->how))",
+        "iot_fd_exit_path(IOT_FD_OPEN, args->ret)",
+    ),
+    "creat": (  # O_CREAT | O_WRONLY | O_TRUNC
+        "iot_fd_enter(IOT_FD_OPEN, (__u64)args->pathname, -100, 0, 01101)",
+        "iot_fd_exit_path(IOT_FD_OPEN, args->ret)",
+    ),
+    "chdir": (
+        "iot_fd_enter(IOT_FD_CHDIR, (__u64)args->filename, -100, 0, 0)",
+        "iot_fd_exit_path(IOT_FD_CHDIR, args->ret)",
+    ),
+    "fchdir": (
+        "iot_fd_enter(IOT_FD_FCHDIR, 0, args->fd, 0, 0)",
+        "iot_fd_exit_newfd(IOT_FD_FCHDIR, args->ret)",
+    ),
+    "close": (
+        "iot_fd_enter(IOT_FD_CLOSE, 0, args->fd, 0, 0)",
+        "iot_fd_exit_close(IOT_FD_CLOSE, args->ret)",
+    ),
+    "close_range": (
+        "iot_fd_enter(IOT_FD_CLOSE_RANGE, 0, args->fd, args->max_fd, args->flags)",
+        "iot_fd_exit_close(IOT_FD_CLOSE_RANGE, args->ret)",
+    ),
+    "dup": (
+        "iot_fd_enter(IOT_FD_DUP, 0, args->fildes, 0, 0)",
+        "iot_fd_exit_newfd(IOT_FD_DUP, args->ret)",
+    ),
+    "dup2": (
+        "iot_fd_enter(IOT_FD_DUP, 0, args->oldfd, 0, 0)",
+        "iot_fd_exit_newfd(IOT_FD_DUP, args->ret)",
+    ),
+    "dup3": (
+        "iot_fd_enter(IOT_FD_DUP, 0, args->oldfd, 0, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_DUP, args->ret)",
+    ),
+    "fcntl": (
+        "args->cmd == 0 || args->cmd == 1030 ? iot_fd_enter(IOT_FD_DUP, 0, args->fd, 0, "
+        f"args->cmd == 1030 ? {_CLOEXEC} : 0) : 0",
+        "iot_fd_exit_newfd_q(IOT_FD_DUP, args->ret, 1)",
+    ),
+    "pipe": (
+        "iot_fd_enter(IOT_FD_PIPE, (__u64)args->fildes, 0, 0, 0)",
+        "iot_fd_exit_pair(IOT_FD_PIPE, args->ret)",
+    ),
+    "pipe2": (
+        "iot_fd_enter(IOT_FD_PIPE, (__u64)args->fildes, 0, 0, args->flags)",
+        "iot_fd_exit_pair(IOT_FD_PIPE, args->ret)",
+    ),
+    "socketpair": (
+        "iot_fd_enter(IOT_FD_SOCKETPAIR, (__u64)args->usockvec, args->family, args->type, "
+        f"args->type & {_CLOEXEC})",
+        "iot_fd_exit_pair(IOT_FD_SOCKETPAIR, args->ret)",
+    ),
+    "socket": (
+        f"iot_fd_enter(IOT_FD_SOCKET, 0, args->family, args->type, args->type & {_CLOEXEC})",
+        "iot_fd_exit_newfd(IOT_FD_SOCKET, args->ret)",
+    ),
+    "accept": (
+        "iot_fd_enter(IOT_FD_ACCEPT, 0, args->fd, 0, 0)",
+        "iot_fd_exit_newfd(IOT_FD_ACCEPT, args->ret)",
+    ),
+    "accept4": (
+        "iot_fd_enter(IOT_FD_ACCEPT, 0, args->fd, 0, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_ACCEPT, args->ret)",
+    ),
+    "eventfd2": (
+        "iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_EVENTFD, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+    "epoll_create1": (
+        "iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_EPOLL, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+    "epoll_create": (
+        "iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_EPOLL, 0)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+    "timerfd_create": (
+        "iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_TIMERFD, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+    "signalfd4": (
+        "iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_SIGNALFD, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+    "memfd_create": (  # MFD_CLOEXEC is 1
+        f"iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_MEMFD, args->flags & 1 ? {_CLOEXEC} : 0)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+    "inotify_init1": (
+        "iot_fd_enter(IOT_FD_ANON, 0, 0, IOT_ANON_INOTIFY, args->flags)",
+        "iot_fd_exit_newfd(IOT_FD_ANON, args->ret)",
+    ),
+}
+
 # Every tracepoint iotrace can use, and what is lost without it (for doctor).
 TRACEPOINTS: Final[dict[str, str]] = {
     **{
@@ -44,6 +155,11 @@ TRACEPOINTS: Final[dict[str, str]] = {
     "io_uring:io_uring_queue_async_work": "io_uring: which requests went to io-wq workers",
     "io_uring:io_uring_file_get": "io_uring: the fd of each request",
     "exceptions:page_fault_user": "major page faults (memory-mapped file I/O)",
+    **{
+        f"syscalls:sys_{side}_{name}": f"fd -> path ({name})"
+        for name in FD_PROBES
+        for side in ("enter", "exit")
+    },
 }
 
 # Tracepoints without which nothing useful can be traced.
@@ -112,6 +228,8 @@ class ProgramOptions:
     """Record major page faults (where the kernel has exceptions:page_fault_user)."""
     posix_aio_uprobes: bool = True
     """Time POSIX AIO requests with uprobes on libc (x86-64 glibc aiocb layout)."""
+    fd_paths: bool = True
+    """Follow the fd table of traced processes (fdpath.bpf.c): each call's path."""
     fold: bool = True
     """Fold storms of identical calls into run records (common.bpf.c struct iot_run)."""
     fold_at_fill: float = 0.125
@@ -181,6 +299,21 @@ def _exit_probe(s: Syscall, aio_requests: bool = True) -> str:
     )
 
 
+def _fd_probes(opts: ProgramOptions) -> list[str]:
+    """The fd-table probes whose tracepoints this kernel has."""
+    out = []
+    for name, (enter, exit_) in FD_PROBES.items():
+        if not (opts.has(f"syscalls:sys_enter_{name}") and opts.has(f"syscalls:sys_exit_{name}")):
+            continue
+        out.append(
+            f"TRACEPOINT_PROBE(syscalls, sys_enter_{name}) {{\n"
+            f"    IOT_GUARD;\n    return {enter};\n}}\n"
+            f"TRACEPOINT_PROBE(syscalls, sys_exit_{name}) {{\n"
+            f"    IOT_GUARD;\n    return {exit_};\n}}\n"
+        )
+    return out
+
+
 def traced_syscalls(opts: ProgramOptions) -> list[Syscall]:
     """The syscalls the program will time: asked for and present on this kernel."""
     wanted = set(opts.syscalls)
@@ -221,6 +354,7 @@ def build(opts: ProgramOptions) -> str:
         "IOT_AIOCB_OFFSET_AT": 128,
         "IOT_FOLD": int(opts.fold),
         "IOT_EAGAIN": events.EAGAIN,
+        "IOT_EBADF": 9,
         "IOT_MUX_OPS_LO": f"{_op_mask('mux', 0)}ULL",
         "IOT_MUX_OPS_HI": f"{_op_mask('mux', 64)}ULL",
         "IOT_RUN_MAX_CALLS": events.RUN_MAX_CALLS,
@@ -266,6 +400,9 @@ def build(opts: ProgramOptions) -> str:
         parts.append(_source("uring.bpf.c"))
     if opts.posix_aio_uprobes and platform.machine() == "x86_64":
         parts.append(_source("posix_aio.bpf.c"))
+    if opts.fd_paths:
+        parts.append(_source("fdpath.bpf.c"))
+        parts.extend(_fd_probes(opts))
     aio_requests = _aio_requests(names)
     for s in traced:
         parts.append(_enter_probe(s, opts))

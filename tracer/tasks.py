@@ -70,6 +70,51 @@ def proc_title(pid: int, comm: str, proc: Path = Path("/proc")) -> str:
     return " ".join(title.split())
 
 
+def proc_cwd(pid: int, proc: Path = Path("/proc")) -> str:
+    """A process's working directory now, "" if it is gone (or not ours to read).
+    Read once, at first sight: a relative path opened before the first chdir the
+    trace saw resolves against it (a chdir before that sight is not seen)."""
+    try:
+        return os.readlink(proc / str(pid) / "cwd")
+    except OSError:
+        return ""
+
+
+def fd_snapshot(
+    pid: int, ts_ns: int, *, before_exec: bool = False, proc: Path = Path("/proc")
+) -> np.ndarray:
+    """SNAPSHOT records of the fds a process has open now (/proc/PID/fd), with
+    O_CLOEXEC from fdinfo: the fds of `trace -p PID`, and, `before_exec`, what a
+    held command will inherit (not its close-on-exec fds: iotrace's own, which the
+    exec closes). Empty if it is gone."""
+    from iotrace.events import FdOp
+    from iotrace.fdpaths import path_records
+    from iotrace.session import empty_events
+
+    parts = []
+    try:
+        names = os.listdir(proc / str(pid) / "fd")
+    except OSError:
+        return empty_events()
+    for name in sorted(names, key=lambda n: int(n) if n.isdigit() else -1):
+        if not name.isdigit():
+            continue
+        try:
+            target = os.readlink(proc / str(pid) / "fd" / name)
+            info = (proc / str(pid) / "fdinfo" / name).read_text()
+        except OSError:
+            continue  # closed meanwhile
+        flags = 0
+        for line in info.splitlines():
+            if line.startswith("flags:"):
+                flags = int(line.split()[1], 8)
+        if before_exec and flags & os.O_CLOEXEC:
+            continue
+        parts.append(path_records(FdOp.SNAPSHOT, pid, pid, ts_ns, int(name), target,
+                                  flags_arg=flags))  # fmt: skip
+    return np.concatenate(parts) if parts else empty_events()
+
+
 def tgid_of(tid: int, proc: Path = Path("/proc")) -> int | None:
     try:
         for line in (proc / str(tid) / "status").read_bytes().splitlines():
@@ -144,6 +189,7 @@ class TaskRegistry:
         info = TaskInfo(
             pid=pid, tid=tid, comm=comm, ppid=ppid, start_ns=start_ns, workload=workload,
             title=proc_title(pid, comm) if tid == pid else "",
+            cwd=proc_cwd(pid) if tid == pid else "",
         )  # fmt: skip
         self.by_tid[tid] = info
         self.pid_of_tid[tid] = pid
@@ -165,6 +211,7 @@ class TaskRegistry:
             comm = comm_from_words(int(r["key"]), int(r["user_data"]))
             pid, tid, op, ts = int(r["pid"]), int(r["tid"]), int(r["op"]), int(r["ts_ns"])
             born = 0
+            old = None
             if op in (TaskOp.FORK, TaskOp.THREAD):
                 # A new task on this tid: a recycled pid must not inherit the identity
                 # of the process that had it before, so date it by its first return.
@@ -174,7 +221,9 @@ class TaskRegistry:
                 # Same process, new program: keep its start time, take the new name.
                 old = self.by_tid.pop(tid, None)
                 born = old.start_ns if old is not None and old.pid == pid else 0
-            self.add(pid, tid, comm, ts, born)
+            info = self.add(pid, tid, comm, ts, born)
+            if op == TaskOp.EXEC and old is not None and not info.cwd:
+                info.cwd = old.cwd  # exec keeps the cwd; the process may be gone by now
         # The kernel side names the process of OFF_CPU records; a record from an
         # older program (pid 0) gets it from the tid here.
         off = np.flatnonzero(kinds == Kind.OFF_CPU)

@@ -27,7 +27,19 @@ def test_page_faults_need_their_tracepoint():
 def test_only_asked_syscalls_are_probed():
     text = program.build(program.ProgramOptions(syscalls=("read", "pread64", "readv")))
     probed = set(re.findall(r"TRACEPOINT_PROBE\(syscalls, sys_enter_(\w+)\)", text))
-    assert probed == {"read", "pread64", "readv"}
+    # the fd-table probes are not timed calls: they name the files of those asked for
+    assert probed - set(program.FD_PROBES) == {"read", "pread64", "readv"}
+
+
+def test_fd_table_probes_only_on_calls_that_change_it():
+    text = program.build(program.ProgramOptions())
+    assert "sys_exit_openat) {\n    IOT_GUARD;\n    return iot_fd_exit_path(IOT_FD_OPEN" in text
+    # the path is read only by the open family and chdir, never on a data call
+    head = r"sys_exit_(\w+)\) \{\n    IOT_GUARD;\n    return iot_fd_exit_path"
+    reads_path = re.findall(head, text)
+    assert set(reads_path) == {"openat", "open", "openat2", "creat", "chdir"}
+    off = program.build(program.ProgramOptions(fd_paths=False))
+    assert "iot_fd_enter" not in off and "sys_enter_openat" not in off
 
 
 def test_missing_tracepoints_are_left_out_not_fatal():

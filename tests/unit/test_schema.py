@@ -65,6 +65,24 @@ def test_kind_task_flag_and_probe_constants_match():
     assert probes["IOT_PROBE_URING"] == events.PROBE_URING
     assert probes["IOT_PROBE_POSIX_AIO"] == events.PROBE_POSIX_AIO
     assert _c_defines("IOT_MAX_PROBES")["IOT_MAX_PROBES"] == events.MAX_PROBES
+    assert probes["IOT_PROBE_FD"] == events.PROBE_FD
+
+
+def test_fd_record_constants_match():
+    ops = _c_defines("IOT_FD_")
+    assert {k.removeprefix("IOT_FD_"): v for k, v in ops.items()} == {
+        o.name: o.value for o in events.FdOp
+    }
+    anon = _c_defines("IOT_ANON_")
+    assert {v: k.removeprefix("IOT_ANON_").lower() for k, v in anon.items()}.keys() == (
+        events.ANON_NAMES.keys()
+    )
+    assert _c_defines("IOT_PATH_CHUNK")["IOT_PATH_CHUNK"] == events.PATH_CHUNK
+    assert _c_defines("IOT_PATH_CHUNKS")["IOT_PATH_CHUNKS"] == events.PATH_CHUNKS
+    # a PATH record's bytes fill end_ns .. user_data exactly
+    fields = EVENT_DTYPE.fields
+    assert fields is not None
+    assert fields["pid"][1] - fields["end_ns"][1] == events.PATH_CHUNK
 
 
 def test_syscall_ops_are_unique_and_fit_the_counter_arrays():

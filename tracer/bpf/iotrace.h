@@ -44,6 +44,25 @@ struct iotrace_event {
  *                   floor(log2(ns)) == base + i (byte 0 / 7 also below / above)
  *   flags           base in bits 8-15 (IOT_RUN_BASE_SHIFT); IOT_F_PRESSURE */
 #define IOT_KIND_SYSCALL_RUN        8
+/* FD: one change of a traced process's fd table (fdpath.bpf.c), at the exit of
+ * the call that made it; op is an IOT_FD_*:
+ *   OPEN      fd = new fd, ret = dirfd (AT_FDCWD -100), size = open flags,
+ *             offset = path length; the PATH records just before it (same
+ *             ts_ns and tid) hold the path
+ *   PATH      IOT_PATH_CHUNK bytes of a path in end_ns .. user_data;
+ *             flags = chunk index
+ *   CLOSE     fd, ret = result          CLOSE_RANGE  fd .. ret, size = flags
+ *   DUP       fd = new fd, ret = old fd, size = flags (O_CLOEXEC)
+ *   PIPE, SOCKETPAIR   fd, ret = the two fds, size = flags,
+ *             offset = family | type << 32
+ *   SOCKET    fd, ret = family, size = flags, offset = type
+ *   ACCEPT    fd, ret = listening fd, size = flags
+ *   ANON      fd, size = flags, offset = IOT_ANON_* (what made it)
+ *   SNAPSHOT  as OPEN, made in user space from /proc/PID/fd at attach
+ *   CHDIR     as OPEN with fd -1: the new cwd (relative to the old one)
+ *   FCHDIR    ret = the fd of the new cwd
+ * Only O_CLOEXEC (02000000) of the flags matters to user space. */
+#define IOT_KIND_FD                 9
 
 #define IOT_TASK_FORK    1
 #define IOT_TASK_THREAD  2
@@ -56,13 +75,38 @@ struct iotrace_event {
 #define IOT_F_INLINE        8
 #define IOT_F_PRESSURE      16  /* run: repeats folded because the ring was filling */
 #define IOT_F_FROM_RUN      32  /* user space only: a call laid out from a run (runs.py) */
+#define IOT_F_PATH_CUT      64  /* FD: the path was longer than the kernel side reads */
+#define IOT_F_PATH_UNREAD   128 /* FD: the path could not be read */
 #define IOT_RUN_BASE_SHIFT  8
+
+#define IOT_FD_OPEN         1
+#define IOT_FD_PATH         2
+#define IOT_FD_CLOSE        3
+#define IOT_FD_CLOSE_RANGE  4
+#define IOT_FD_DUP          5
+#define IOT_FD_PIPE         6
+#define IOT_FD_SOCKETPAIR   7
+#define IOT_FD_SOCKET       8
+#define IOT_FD_ACCEPT       9
+#define IOT_FD_ANON         10
+#define IOT_FD_SNAPSHOT     11
+#define IOT_FD_CHDIR        12
+#define IOT_FD_FCHDIR       13
+#define IOT_ANON_EVENTFD    1
+#define IOT_ANON_EPOLL      2
+#define IOT_ANON_TIMERFD    3
+#define IOT_ANON_SIGNALFD   4
+#define IOT_ANON_MEMFD      5
+#define IOT_ANON_INOTIFY    6
+#define IOT_PATH_CHUNK      80  /* bytes of a path per PATH record */
+#define IOT_PATH_CHUNKS     4   /* PATH records per path at most */
 
 #define IOT_PROBE_SCHED      100
 #define IOT_PROBE_TASK       101
 #define IOT_PROBE_AIO        102
 #define IOT_PROBE_URING      103
 #define IOT_PROBE_POSIX_AIO  104
+#define IOT_PROBE_FD         105
 #define IOT_MAX_PROBES       128
 
 #endif /* IOTRACE_H */
