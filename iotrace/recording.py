@@ -116,8 +116,12 @@ class _Stop:
         try:
             yield
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            # Once a signal has stopped the run, a second one in the last moments
+            # of exiting (after the summary) must not kill iotrace with that
+            # signal instead of its exit status: the handler stays.
+            if not self.signum:
+                for s, h in old.items():
+                    signal.signal(s, h)
 
 
 def call_filter(args: argparse.Namespace) -> Any:

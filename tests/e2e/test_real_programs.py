@@ -7,6 +7,7 @@ reads through a memory mapping, io_uring SQPOLL."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,9 @@ def test_io_uring_sqpoll_is_said(tmp_path):
     if shutil.which("fio") is None:
         pytest.fail("fio is not installed: ./setup.sh installs it")
     out = tmp_path / "sq.trace"
+    # Laid out beforehand: fio's own layout writes would otherwise be the
+    # process with the most requests on a machine slow enough to starve the job.
+    (tmp_path / "sq.dat").write_bytes(os.urandom(8 << 20))
     proc = iotrace(
         "trace", "--no-tui", "-o", str(out), "--", "fio", "--name=sq",
         f"--filename={tmp_path / 'sq.dat'}", "--size=8M", "--rw=randread", "--bs=4k",
