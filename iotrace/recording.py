@@ -117,11 +117,11 @@ class _Stop:
             yield
         finally:
             # Once a signal has stopped the run, a second one in the last moments
-            # of exiting (after the summary) must not kill iotrace with that
-            # signal instead of its exit status: the handler stays.
-            if not self.signum:
-                for s, h in old.items():
-                    signal.signal(s, h)
+            # of exiting must not kill iotrace with that signal instead of its
+            # exit status. Ignored, not handled: Python's finalization resets
+            # the handlers it installed to SIG_DFL, but leaves SIG_IGN.
+            for s, h in old.items():
+                signal.signal(s, signal.SIG_IGN if self.signum else h)
 
 
 def call_filter(args: argparse.Namespace) -> Any:
