@@ -43,6 +43,20 @@ class Kind(enum.IntEnum):
     SYSCALL_RUN = 8
     """`offset` consecutive calls of one thread with one syscall, fd and result class,
     folded in the kernel into one record (see `RUN_FIELDS`; `runs.py` reads them)."""
+    BLOCK = 10
+    """One block-device request charged to the traced thread that queued it:
+    ts=issue to the device, end=completion, kdone=insert into the I/O scheduler
+    (0 without one), size=bytes, fd=dev_t, offset=sector, op=`BlockOp`, ret=error."""
+
+
+class BlockOp(enum.IntEnum):
+    """A BLOCK record's operation (the first letter of the kernel's rwbs)."""
+
+    OTHER = 0
+    READ = 1
+    WRITE = 2
+    FLUSH = 3
+    DISCARD = 4
 
 
 class TaskOp(enum.IntEnum):
@@ -217,12 +231,14 @@ PROBE_TASK: Final = 101
 PROBE_AIO: Final = 102
 PROBE_URING: Final = 103
 PROBE_POSIX_AIO: Final = 104
+PROBE_BLOCK: Final = 105
 PROBE_NAMES: Final = {
     PROBE_SCHED: "sched",
     PROBE_TASK: "task",
     PROBE_AIO: "aio-request",
     PROBE_URING: "uring-request",
     PROBE_POSIX_AIO: "posix-aio-request",
+    PROBE_BLOCK: "block-request",
 }
 MAX_PROBES: Final = 128
 """Size of the per-probe counter arrays in BPF; every op and probe id is below it."""
@@ -246,6 +262,11 @@ def op_name(kind: int, op: int) -> str:
             return f"task{op}"
     if kind == Kind.LOST:
         return probe_name(op)
+    if kind == Kind.BLOCK:
+        try:
+            return f"block_{BlockOp(op).name.lower()}"
+        except ValueError:
+            return f"block{op}"
     return str(op)
 
 

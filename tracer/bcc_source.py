@@ -38,6 +38,8 @@ COUNTER_NAMES = (
     "uring_map_full",
     "uring_completed_without_submit",
     "posix_aio_map_full",
+    "block_map_full",
+    "block_completed_without_issue",
 )
 
 _PIDFD_THREAD = os.O_EXCL

@@ -109,6 +109,8 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_URING_FULL     6
 #define IOT_C_URING_NO_SUBMIT 7
 #define IOT_C_PAIO_FULL      8   /* POSIX AIO in-flight map full */
+#define IOT_C_BLOCK_FULL     9   /* block request map full: a request not charged */
+#define IOT_C_BLOCK_NO_ISSUE 10  /* block request completed, its issue not seen */
 #define IOT_C_N              16
 BPF_PERCPU_ARRAY(counters, __u64, IOT_C_N);
 

@@ -44,6 +44,14 @@ struct iotrace_event {
  *                   floor(log2(ns)) == base + i (byte 0 / 7 also below / above)
  *   flags           base in bits 8-15 (IOT_RUN_BASE_SHIFT); IOT_F_PRESSURE */
 #define IOT_KIND_SYSCALL_RUN        8
+/* BLOCK: one block-device request of a traced thread (block.bpf.c) */
+#define IOT_KIND_BLOCK              10
+
+#define IOT_BLK_OTHER    0
+#define IOT_BLK_READ     1
+#define IOT_BLK_WRITE    2
+#define IOT_BLK_FLUSH    3
+#define IOT_BLK_DISCARD  4
 
 #define IOT_TASK_FORK    1
 #define IOT_TASK_THREAD  2
@@ -63,6 +71,7 @@ struct iotrace_event {
 #define IOT_PROBE_AIO        102
 #define IOT_PROBE_URING      103
 #define IOT_PROBE_POSIX_AIO  104
+#define IOT_PROBE_BLOCK      105
 #define IOT_MAX_PROBES       128
 
 #endif /* IOTRACE_H */
