@@ -37,12 +37,16 @@ _DATA_OPS: Final = np.array(
 
 
 @dataclass
-class SlowCall:
+class CallIO:
+    """A data call that queued block requests."""
+
     name: str
     tid: int
+    fd: int
     ts_ns: int
     dur_ns: int
     device_ns: int
+    requests: int
 
 
 @dataclass
@@ -62,8 +66,13 @@ class BlockStats:
     device_in_calls_ns: int = 0
     """Time data calls spent with a request of theirs at the device (union per call)."""
     latencies_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
-    slowest: SlowCall | None = None
-    """The data call with the most device time."""
+    calls: list[CallIO] = field(default_factory=list, repr=False)
+    """Every data call that queued block requests, in time order per thread."""
+
+    @property
+    def slowest(self) -> CallIO | None:
+        """The data call with the most device time."""
+        return max(self.calls, key=lambda c: c.device_ns, default=None)
 
     @property
     def cache_hit_share(self) -> float | None:
@@ -109,6 +118,7 @@ class BlockStats:
             else {
                 "syscall": slow.name,
                 "tid": slow.tid,
+                "fd": slow.fd,
                 "ts_ns": slow.ts_ns,
                 "dur_ns": slow.dur_ns,
                 "device_ns": slow.device_ns,
@@ -128,6 +138,7 @@ def _pick(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             ("ts", "<i8"),
             ("end", "<i8"),
             ("op", "<u2"),
+            ("fd", "<i8"),
             ("n", "<i8"),
         ],
     )
@@ -136,6 +147,7 @@ def _pick(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cols["ts"] = calls["ts_ns"].astype(np.int64)
     cols["end"] = calls["end_ns"].astype(np.int64)
     cols["op"] = calls["op"]
+    cols["fd"] = calls["fd"]
     run = calls["kind"] == int(Kind.SYSCALL_RUN)
     cols["n"] = np.where(run, calls["offset"].astype(np.int64), 1)
     return cols, batch[k == int(Kind.BLOCK)].copy()
@@ -192,7 +204,7 @@ def block_stats(chunks: Iterable[np.ndarray], *, traced: bool = True) -> dict[in
             out[int(blocks["pid"][i])].outside_calls += 1
             continue
         charged.setdefault(j, []).append((int(blocks["ts_ns"][i]), int(blocks["end_ns"][i])))
-    for j, spans in charged.items():
+    for j, spans in sorted(charged.items()):
         if not data[j]:
             continue
         st = out[int(calls["pid"][j])]
@@ -200,14 +212,17 @@ def block_stats(chunks: Iterable[np.ndarray], *, traced: bool = True) -> dict[in
         dev = _union(spans, ts, end)
         st.data_calls_with_io += 1
         st.device_in_calls_ns += dev
-        if st.slowest is None or dev > st.slowest.device_ns:
-            st.slowest = SlowCall(
+        st.calls.append(
+            CallIO(
                 events.op_name(int(Kind.SYSCALL), int(calls["op"][j])),
                 int(calls["tid"][j]),
+                int(calls["fd"][j]),
                 ts,
                 end - ts,
                 dev,
+                len(spans),
             )
+        )
     return out
 
 
