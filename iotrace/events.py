@@ -231,7 +231,7 @@ PROBE_TASK: Final = 101
 PROBE_AIO: Final = 102
 PROBE_URING: Final = 103
 PROBE_POSIX_AIO: Final = 104
-PROBE_BLOCK: Final = 105
+PROBE_BLOCK: Final = 106
 PROBE_NAMES: Final = {
     PROBE_SCHED: "sched",
     PROBE_TASK: "task",

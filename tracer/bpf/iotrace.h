@@ -71,7 +71,7 @@ struct iotrace_event {
 #define IOT_PROBE_AIO        102
 #define IOT_PROBE_URING      103
 #define IOT_PROBE_POSIX_AIO  104
-#define IOT_PROBE_BLOCK      105
+#define IOT_PROBE_BLOCK      106  /* 105 is fdpath's IOT_PROBE_FD */
 #define IOT_MAX_PROBES       128
 
 #endif /* IOTRACE_H */
