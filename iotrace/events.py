@@ -46,6 +46,20 @@ class Kind(enum.IntEnum):
     FD = 9
     """One change of a process's fd table (op is an `FdOp`; layout in iotrace.h);
     `fdpaths.py` turns them into each call's path. Not a call: analyses skip it."""
+    BLOCK = 10
+    """One block-device request charged to the traced thread that queued it:
+    ts=issue to the device, end=completion, kdone=insert into the I/O scheduler
+    (0 without one), size=bytes, fd=dev_t, offset=sector, op=`BlockOp`, ret=error."""
+
+
+class BlockOp(enum.IntEnum):
+    """A BLOCK record's operation (the first letter of the kernel's rwbs)."""
+
+    OTHER = 0
+    READ = 1
+    WRITE = 2
+    FLUSH = 3
+    DISCARD = 4
 
 
 class TaskOp(enum.IntEnum):
@@ -252,6 +266,7 @@ PROBE_AIO: Final = 102
 PROBE_URING: Final = 103
 PROBE_POSIX_AIO: Final = 104
 PROBE_FD: Final = 105
+PROBE_BLOCK: Final = 106
 PROBE_NAMES: Final = {
     PROBE_SCHED: "sched",
     PROBE_TASK: "task",
@@ -259,6 +274,7 @@ PROBE_NAMES: Final = {
     PROBE_URING: "uring-request",
     PROBE_POSIX_AIO: "posix-aio-request",
     PROBE_FD: "fd-table",
+    PROBE_BLOCK: "block-request",
 }
 MAX_PROBES: Final = 128
 """Size of the per-probe counter arrays in BPF; every op and probe id is below it."""
@@ -287,6 +303,11 @@ def op_name(kind: int, op: int) -> str:
             return FdOp(op).name.lower()
         except ValueError:
             return f"fd{op}"
+    if kind == Kind.BLOCK:
+        try:
+            return f"block_{BlockOp(op).name.lower()}"
+        except ValueError:
+            return f"block{op}"
     return str(op)
 
 

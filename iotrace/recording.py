@@ -383,9 +383,10 @@ def _record_traced(
     SIGINT/SIGTERM/SIGHUP at any point only ask to stop, so the probes are
     detached, the programs iotrace started are stopped and a file that was
     opened is closed with its footer on every path."""
+    from iotrace.blocktime import TRACED as BLOCK_TRACED
     from iotrace.tracer import bcc_source, kheaders
     from iotrace.tracer.live import LiveSource
-    from iotrace.tracer.program import TRACEPOINTS, traced_syscalls
+    from iotrace.tracer.program import TRACEPOINTS, block_traced, traced_syscalls
     from iotrace.tracer.tasks import TaskRegistry, fd_snapshot
 
     opts = _program_options(args)
@@ -434,6 +435,7 @@ def _record_traced(
                 "page_faults": getattr(prog, "fault_mode", "not traced")
                 if flt.keeps("page_fault")
                 else "not traced (left out by -e)",
+                "block": BLOCK_TRACED if block_traced(opts) else "not traced",
             },
             **({"filter": flt.to_meta()} if flt.active else {}),
             "workloads": [{**t.info, "pids": t.pids} for t in targets if "model" in t.info],

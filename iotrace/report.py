@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from iotrace import __version__, analysis, fdpaths, filters, session
+from iotrace import __version__, analysis, blocktime, fdpaths, filters, session
 from iotrace.analysis import Analysis, Summary
 
 SCHEMA = "iotrace.report/1"
@@ -187,6 +187,35 @@ def _process_lines(s: Summary, width: int, builtin: frozenset[str] = frozenset()
     return lines
 
 
+def _block_lines(b: blocktime.BlockStats, width: int) -> list[str]:
+    """The device line under a process: what its data calls spent at the device."""
+    wrap = textwrap.TextWrapper(
+        width=width - 1, initial_indent=" " * _W[0] + "  ", subsequent_indent=" " * _W[0] + "  "
+    )
+    lat = b.latency_us()
+    parts = [
+        f"device: {b.requests:,} block requests, {fmt_mib(b.bytes)} MiB, "
+        f"p50 {fmt_us(lat['p50'])} p99 {fmt_us(lat['p99'])} us"
+    ]
+    if b.device_share is not None:
+        parts.append(f"{fmt_pct(b.device_share)}% of data-call time at the device")
+    if b.cache_hit_share is not None:
+        parts.append(
+            f"{fmt_pct(b.cache_hit_share)}% of {b.data_calls:,} data calls did no block I/O"
+        )
+    if b.outside_calls:
+        parts.append(f"{b.outside_calls:,} requests outside any call")
+    if b.errors:
+        parts.append(f"{b.errors:,} failed")
+    if b.slowest is not None:
+        w = b.slowest
+        parts.append(
+            f"most at the device: a {w.name} of {w.dur_ns / 1e6:.2f} ms, "
+            f"{w.device_ns / 1e6:.2f} ms of it at the device"
+        )
+    return wrap.wrap("; ".join(parts))
+
+
 def lost_line(a: Analysis) -> str:
     if not a.lost_total:
         return "lost events: 0"
@@ -272,6 +301,7 @@ def render_text(a: Analysis, width: int = 80) -> str:
     else:
         lines.append(_row(_HEAD))
         builtin = frozenset(w.workload for w in a.workloads if w.expected_model)
+        blocks = blocktime.block_stats_of(a.trace, a.records)
         for s in shown:
             lines += _process_lines(s, width, builtin)
             if flt is not None and flt.min_latency_ns:
@@ -285,6 +315,8 @@ def render_text(a: Analysis, width: int = 80) -> str:
                         initial_indent=" " * _W[0] + "  ",
                         subsequent_indent=" " * _W[0] + "  ",
                     )
+            if s.pid in blocks:
+                lines += _block_lines(blocks[s.pid], width)
     if idle:
         names = ", ".join(f"{p.pid} {p.title or p.comm}" for p in idle)
         lines += textwrap.wrap(f"no I/O seen from: {names}", width=width - 1)
@@ -297,7 +329,10 @@ def render_text(a: Analysis, width: int = 80) -> str:
         "request runs from submit to reap (io_uring: to the end of the io_uring_enter it "
         "completed in, else to its completion); a major page fault of a mapped file is one "
         "request. No req/s from under 20 requests or 10 ms. BLOCK%: share of thread time "
-        "asleep in I/O calls and multiplexers.",
+        "asleep in I/O calls and multiplexers. device: the block requests a process's "
+        "threads queued, each charged to the call in flight; data calls (read, write, "
+        "copy families) with none were served from the page cache (a buffered write's "
+        "writeback is done later by kernel threads and is not charged).",
         width=min(width, 80) - 1,
     )
     ov = (tr.footer or {}).get("overhead")
@@ -324,6 +359,7 @@ def summary_text(trace: session.Trace | Path | str, width: int = 80) -> str:
 def report_json(a: Analysis) -> dict[str, Any]:
     """The `iotrace.report/1` document (see the README for every field)."""
     tr = a.trace
+    blocks = blocktime.block_stats_of(tr, a.records)
     return {
         "schema": SCHEMA,
         "tool_version": __version__,
@@ -351,6 +387,8 @@ def report_json(a: Analysis) -> dict[str, Any]:
         "overhead": (tr.footer or {}).get("overhead"),
         "workloads": [w.to_json() for w in a.workloads],
         "processes": [p.to_json() for p in a.processes],
+        # pid -> device figures (empty when recorded without the block probes)
+        "block": {str(pid): b.to_json() for pid, b in sorted(blocks.items())},
     }
 
 

@@ -40,6 +40,8 @@ COUNTER_NAMES = (
     "posix_aio_map_full",
     "min_latency_map_full",
     "fd_state_full",
+    "block_map_full",
+    "block_completed_without_issue",
 )
 
 _PIDFD_THREAD = os.O_EXCL

@@ -160,6 +160,9 @@ TRACEPOINTS: Final[dict[str, str]] = {
         for name in FD_PROBES
         for side in ("enter", "exit")
     },
+    "block:block_rq_insert": "block-device time: which thread queued a request",
+    "block:block_rq_issue": "block-device time inside calls",
+    "block:block_rq_complete": "block-device time inside calls",
 }
 
 # Tracepoints without which nothing useful can be traced.
@@ -175,6 +178,8 @@ _URING_TPS: Final = (
     "io_uring:io_uring_file_get",
 )
 _FAULT_TPS: Final = ("exceptions:page_fault_user",)
+_BLOCK_TPS: Final = ("block:block_rq_issue", "block:block_rq_complete")
+_BLOCK_INSERT_TP: Final = "block:block_rq_insert"
 # Words of user_pt_regs at the head of a perf event program's context, per arch.
 _PT_REGS_WORDS: Final = {"x86_64": 21, "aarch64": 34}
 _LIFECYCLE_TPS: Final = (
@@ -226,6 +231,10 @@ class ProgramOptions:
     off_cpu_records: bool = True
     page_faults: bool = True
     """Record major page faults (where the kernel has exceptions:page_fault_user)."""
+    block: bool = True
+    """Record the block-device requests of traced threads (block.bpf.c). Its probes
+    fire once per block request, never per call, so calls that do no block I/O pay nothing."""
+    max_block_inflight: int = 16384
     posix_aio_uprobes: bool = True
     """Time POSIX AIO requests with uprobes on libc (x86-64 glibc aiocb layout)."""
     fd_paths: bool = True
@@ -336,6 +345,11 @@ def _op_mask(family: str, first: int) -> int:
     )
 
 
+def block_traced(opts: ProgramOptions) -> bool:
+    """Whether the program records block requests (asked for, and the kernel has the probes)."""
+    return opts.block and all(opts.has(tp) for tp in _BLOCK_TPS)
+
+
 def build(opts: ProgramOptions) -> str:
     """The complete BPF C text for these options."""
     pages = max(1, opts.ringbuf_bytes // opts.page_size)
@@ -367,6 +381,10 @@ def build(opts: ProgramOptions) -> str:
             and all(opts.has(tp) for tp in _FAULT_TPS)
         ),
         "IOT_OP_FAULT": FAULT_OP,
+        "IOT_BLOCK": int(block_traced(opts)),
+        "IOT_MAX_BLOCK": opts.max_block_inflight,
+        # without it a request is charged to whoever issues it
+        "IOT_BLOCK_INSERT": int(opts.has(_BLOCK_INSERT_TP)),
         "IOT_PT_REGS_WORDS": _PT_REGS_WORDS.get(platform.machine(), 0),
         "IOT_MIN_LATENCY_NS": f"{opts.min_latency_ns}ULL",
         **opts.extra_defines,
@@ -398,6 +416,8 @@ def build(opts: ProgramOptions) -> str:
     # syscalls left out by -e, so are they.
     if all(opts.has(tp) for tp in _URING_TPS) and any(s.family == "uring" for s in traced):
         parts.append(_source("uring.bpf.c"))
+    if defines["IOT_BLOCK"]:
+        parts.append(_source("block.bpf.c"))
     if opts.posix_aio_uprobes and platform.machine() == "x86_64":
         parts.append(_source("posix_aio.bpf.c"))
     if opts.fd_paths:

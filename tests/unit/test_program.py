@@ -102,3 +102,15 @@ def test_every_probe_starts_with_the_off_switch():
     assert len(heads) > 50, "the probe pattern no longer matches the program text"
     unguarded = [head for head, first in heads if first != "IOT_GUARD;"]
     assert not unguarded, unguarded
+
+
+def test_block_requests_are_probed_by_default_and_can_be_left_out():
+    text = program.build(program.ProgramOptions())
+    for tp in ("block_rq_insert", "block_rq_issue", "block_rq_complete"):
+        assert f"TRACEPOINT_PROBE(block, {tp})" in text
+    assert "#define IOT_BLOCK 1" in text
+    off = program.build(program.ProgramOptions(block=False))
+    assert "TRACEPOINT_PROBE(block," not in off
+    # a kernel without block_rq_issue: no block probes at all
+    avail = frozenset(program.TRACEPOINTS) - {"block:block_rq_issue"}
+    assert "TRACEPOINT_PROBE(block," not in program.build(program.ProgramOptions(available=avail))

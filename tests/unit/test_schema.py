@@ -64,6 +64,11 @@ def test_kind_task_flag_and_probe_constants_match():
     assert probes["IOT_PROBE_AIO"] == events.PROBE_AIO
     assert probes["IOT_PROBE_URING"] == events.PROBE_URING
     assert probes["IOT_PROBE_POSIX_AIO"] == events.PROBE_POSIX_AIO
+    assert probes["IOT_PROBE_BLOCK"] == events.PROBE_BLOCK
+    blk = _c_defines("IOT_BLK_")
+    assert {k.removeprefix("IOT_BLK_"): v for k, v in blk.items()} == {
+        k.name: k.value for k in events.BlockOp
+    }
     assert _c_defines("IOT_MAX_PROBES")["IOT_MAX_PROBES"] == events.MAX_PROBES
     assert probes["IOT_PROBE_FD"] == events.PROBE_FD
 

@@ -111,6 +111,8 @@ BPF_PERCPU_ARRAY(unmatched_enter, __u64, IOT_MAX_PROBES); /* enter whose exit ne
 #define IOT_C_PAIO_FULL      8   /* POSIX AIO in-flight map full */
 #define IOT_C_BELOW_FULL     9   /* --min-latency counts map full (syscalls.bpf.c) */
 #define IOT_C_FD_FULL        10   /* fd-table call state not stored: a change unseen */
+#define IOT_C_BLOCK_FULL     11  /* block request map full: a request not charged */
+#define IOT_C_BLOCK_NO_ISSUE 12  /* block request completed, its issue not seen */
 #define IOT_C_N              16
 BPF_PERCPU_ARRAY(counters, __u64, IOT_C_N);
 

@@ -64,6 +64,15 @@ struct iotrace_event {
  * Only O_CLOEXEC (02000000) of the flags matters to user space. */
 #define IOT_KIND_FD                 9
 
+/* BLOCK: one block-device request of a traced thread (block.bpf.c) */
+#define IOT_KIND_BLOCK              10
+
+#define IOT_BLK_OTHER    0
+#define IOT_BLK_READ     1
+#define IOT_BLK_WRITE    2
+#define IOT_BLK_FLUSH    3
+#define IOT_BLK_DISCARD  4
+
 #define IOT_TASK_FORK    1
 #define IOT_TASK_THREAD  2
 #define IOT_TASK_EXEC    3
@@ -107,6 +116,7 @@ struct iotrace_event {
 #define IOT_PROBE_URING      103
 #define IOT_PROBE_POSIX_AIO  104
 #define IOT_PROBE_FD         105
+#define IOT_PROBE_BLOCK      106
 #define IOT_MAX_PROBES       128
 
 #endif /* IOTRACE_H */
