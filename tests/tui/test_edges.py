@@ -82,3 +82,57 @@ async def test_space_in_a_replay_plays_from_the_start_never_before_it(ended_app,
         await pilot.press("end", "space")
         assert "playing" in header(app)
         assert dash.view_range()[0] >= lo
+
+
+@sync
+async def test_time_shares_of_several_threads_never_pass_100_percent(settle):
+    """The report's definition ('49% of its 3 threads' time'), never '225% of wall time'."""
+    import re
+
+    from iotrace.tui.app import make_app
+
+    trace = synthetic.make_trace(2.0, threads=3)
+    app = make_app(synthetic.scripted_source(trace, live=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        snap = app.dashboard.snapshot
+        assert snap is not None
+        rows = {r.key: r for r in snap.rows}
+        blocking = rows["blocking-read"]
+        assert blocking.threads == 3
+        assert "of its 3 threads' time" in blocking.evidence
+        for row in rows.values():
+            for pct in re.findall(r"(\d+)% of", row.evidence):
+                assert int(pct) <= 100, row.evidence
+            assert abs(sum(row.shares.values()) - 1) < 1e-9 or not row.shares
+
+
+@sync
+async def test_enter_on_a_thread_lane_shows_that_threads_own_figures(settle):
+    from iotrace.tui.app import make_app
+    from iotrace.tui.screens.modals import DetailScreen
+    from iotrace.tui.widgets.timeline import Timeline
+
+    trace = synthetic.make_trace(2.0, threads=3)
+    app = make_app(synthetic.scripted_source(trace, live=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        dash = app.dashboard
+        tl = dash.query_one(Timeline)
+        from iotrace.tui import lanes as L
+
+        snap = dash.snapshot
+        assert snap is not None
+        row = next(r for r in snap.rows if r.key == "blocking-read")
+        tids = [la.tid for la in snap.lanes if la.row == "blocking-read"]
+        assert len(tids) == 3
+        own = {tid: L.thread_totals(app.aggregator.store, tid) for tid in tids}
+        # Each lane's own calls, which add up to its workload's, not the workload's.
+        assert sum(o.calls for o in own.values()) == round(row.syscalls_per_req * row.requests)
+        assert all(0 < o.calls < row.syscalls_per_req * row.requests for o in own.values())
+        tl.selected_tid = tids[1]
+        body = dash.detail_body().plain
+        assert f"this thread: {own[tids[1]].calls:,} calls" in body
+        assert "its blocking-read (3 threads)" in body
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)

@@ -409,6 +409,18 @@ class DashboardScreen(Screen[None]):
             t.append(f"  ·  {row.key}  ·  {row.model} ({row.api})\n", "bold")
             t.append(f"{row.evidence}\n\n", "italic")
             t.append(MODEL_TEXT.get(row.model, "") + "\n\n")
+            if thread:
+                # The lane's own figures first: the row's below are its whole workload's.
+                own = L.thread_totals(
+                    self.dash.aggregator.store, self.query_one(Timeline).selected_tid
+                )
+                t.append("this thread: ", "bold")
+                t.append(
+                    f"{own.calls:,} calls ({fmt_ns(own.in_calls_ns)} in them, "
+                    f"{fmt_ns(own.asleep_ns)} asleep), {own.eagain:,} EAGAIN, "
+                    f"{own.requests:,} async requests\n"
+                )
+            t.append(f"its {row.key} ({row.threads} threads): ", "bold")
             t.append(
                 f"requests {row.requests:,}   IOPS {row.iops:,.0f}   p50 {fmt_ns(row.p50_ns)}   "
                 f"p99 {fmt_ns(row.p99_ns)}   syscalls/request {row.syscalls_per_req:.1f}   "
