@@ -73,6 +73,9 @@ class ChunkReader:
         f, self.version, self.meta, header_damage = session.open_trace(self.path)
         self._f: IO[bytes] | None = f
         self.header_damage = header_damage
+        self.size = self.path.stat().st_size if f is not None else 0
+        """Bytes in the file when opened, and read so far: how far a replay has loaded."""
+        self.offset = 0
         """What is wrong with the file header (no CRC covers it); the chunks are read on."""
         self.skipped: list[str] = []
         """Tags of chunks of a newer minor version that were skipped."""
@@ -84,6 +87,7 @@ class ChunkReader:
         while self._f is not None:
             pos = self._f.tell()
             item = session.read_chunk(self._f, self.version)
+            self.offset = self._f.tell()
             if item is not None and item[0] == b"SKIP":
                 self.skipped.append(str(item[1]))
                 continue
@@ -181,6 +185,12 @@ class ReplaySource(_FileSource):
     """A saved trace read chunk by chunk (for `iotrace view`)."""
 
     live = False
+
+    def progress(self) -> float:
+        """The share of the file read so far (1.0 once reading ended)."""
+        if self._done or self._reader.size <= 0:
+            return 1.0
+        return min(self._reader.offset / self._reader.size, 1.0)
 
 
 FOLLOW_POLL_S: Final = 0.05

@@ -754,3 +754,31 @@ def calls_before(
             found += [{k: int(v[i]) for k, v in cols.items()} for i in top.tolist()]
     found.sort(key=lambda f: f["ts_ns"], reverse=True)
     return found[:n]
+
+
+@dataclass(frozen=True)
+class ThreadTotals:
+    """One thread's own figures over what the store holds (`enter` on its lane)."""
+
+    calls: int = 0
+    in_calls_ns: int = 0
+    asleep_ns: int = 0
+    eagain: int = 0
+    requests: int = 0
+
+
+def thread_totals(store: Store, tid: int) -> ThreadTotals:
+    """Traced calls and requests of thread `tid`: the lane's figures, not its workload's."""
+    calls = in_calls = asleep = eagain = requests = 0
+    for _chunk, _n, cols in store.chunks_overlapping(-(1 << 62), 1 << 62):
+        m = cols["tid"] == tid
+        if not m.any():
+            continue
+        kind = cols["kind"][m]
+        sc = kind == Kind.SYSCALL
+        calls += int(sc.sum())
+        in_calls += int((cols["end_ns"][m][sc] - cols["ts_ns"][m][sc]).clip(min=0).sum())
+        asleep += int((cols["off_cpu_ns"][m][sc] - cols["runq_ns"][m][sc]).clip(min=0).sum())
+        eagain += int((cols["ret"][m][sc] == -EAGAIN).sum())
+        requests += int(((kind != Kind.SYSCALL) & (kind != Kind.OFF_CPU)).sum())
+    return ThreadTotals(calls, in_calls, asleep, eagain, requests)

@@ -43,6 +43,10 @@ def quantize_span(span_ns: int) -> int:
 
 class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
+        # First in the key bar: an 80-column bar cuts off its end, and how to quit
+        # and where every key is explained must always be visible.
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help", key_display="?"),
         Binding("space", "toggle_pause", "pause", priority=True),
         Binding("plus,equals_sign", "zoom(0.5)", "zoom in", key_display="+", priority=True),
         Binding("minus", "zoom(2)", "zoom out", key_display="-", priority=True),
@@ -54,8 +58,6 @@ class DashboardScreen(Screen[None]):
         Binding("end", "jump(1)", "end", show=False),
         Binding("enter", "details", "details", priority=True),
         Binding("slash", "filter", "filter", key_display="/"),
-        Binding("question_mark", "help", "help", key_display="?"),
-        Binding("q", "quit", "quit"),
     ]
 
     def __init__(self) -> None:
@@ -181,9 +183,21 @@ class DashboardScreen(Screen[None]):
         else:
             elapsed = 0
         path = str(self.dash.source.path or "")
+        loading = None
+        if not self.dash.source.live and (snap is None or not snap.finished):
+            progress = getattr(self.dash.source, "progress", None)
+            loading = float(progress()) if callable(progress) else 0.0
+            # The last chunk read is not the end until the final snapshot says so.
+            loading = min(loading, 0.99)
         self.query_one(HeaderBar).update(
             header_text(
-                snap, mode=self.mode(), elapsed_ns=elapsed, path=path, title=self.dash.title_text
+                snap,
+                mode=self.mode(),
+                elapsed_ns=elapsed,
+                path=path,
+                title=self.dash.title_text,
+                loading=loading,
+                filter_text=self.filter_text,
             )
         )
 
@@ -327,7 +341,9 @@ class DashboardScreen(Screen[None]):
                 self._freeze()
                 lo, hi = self.data_range()
                 if self.end_ns >= hi:
-                    self.end_ns = lo + self.span_ns // 2
+                    # Play from the first recorded instant: the view starts at the
+                    # trace's start, never before it (that put "-5s" on the axis).
+                    self.end_ns = lo + self.span_ns
             self.playing = not self.playing
         elif self.paused:
             self.paused = False
@@ -393,6 +409,18 @@ class DashboardScreen(Screen[None]):
             t.append(f"  ·  {row.key}  ·  {row.model} ({row.api})\n", "bold")
             t.append(f"{row.evidence}\n\n", "italic")
             t.append(MODEL_TEXT.get(row.model, "") + "\n\n")
+            if thread:
+                # The lane's own figures first: the row's below are its whole workload's.
+                own = L.thread_totals(
+                    self.dash.aggregator.store, self.query_one(Timeline).selected_tid
+                )
+                t.append("this thread: ", "bold")
+                t.append(
+                    f"{own.calls:,} calls ({fmt_ns(own.in_calls_ns)} in them, "
+                    f"{fmt_ns(own.asleep_ns)} asleep), {own.eagain:,} EAGAIN, "
+                    f"{own.requests:,} async requests\n"
+                )
+            t.append(f"its {row.key} ({row.threads} threads): ", "bold")
             t.append(
                 f"requests {row.requests:,}   IOPS {row.iops:,.0f}   p50 {fmt_ns(row.p50_ns)}   "
                 f"p99 {fmt_ns(row.p99_ns)}   syscalls/request {row.syscalls_per_req:.1f}   "

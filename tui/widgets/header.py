@@ -15,9 +15,17 @@ def elapsed(ns: int) -> str:
 
 
 def header_text(
-    snapshot: Snapshot | None, *, mode: str, elapsed_ns: int, path: str, title: str = ""
+    snapshot: Snapshot | None,
+    *,
+    mode: str,
+    elapsed_ns: int,
+    path: str,
+    title: str = "",
+    loading: float | None = None,
+    filter_text: str = "",
 ) -> Text:
-    """mode: LIVE, PAUSED, REPLAY, PLAYING, ENDED."""
+    """mode: LIVE, PAUSED, REPLAY, PLAYING, ENDED. `loading`: the share of a saved
+    trace read so far, while it is read (its figures are then partial)."""
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f" iotrace{(' ' + title) if title else ''} ", "bold reverse")
     badge = {
@@ -28,7 +36,17 @@ def header_text(
         "ENDED": ("■ ENDED", "bold"),
     }.get(mode, (mode, "bold"))
     t.append(f" {badge[0]} ", badge[1])
-    t.append(f" {elapsed(elapsed_ns)} ")
+    if filter_text:
+        # The lanes and the calls follow the filter; the scoreboard's figures are
+        # the whole rows' (per-row aggregates are not kept per filter).
+        t.append(f" filter on: {filter_text} (scoreboard unfiltered) ", "bold black on yellow")
+    if loading is not None:
+        # A saved trace is read in order: until its end every figure is partial,
+        # and the time read so far is not a clock (it is not replaying).
+        t.append(f" loading {int(loading * 100)}% ", "bold black on cyan")
+        t.append(" figures so far are partial ", "dim")
+    else:
+        t.append(f" {elapsed(elapsed_ns)} ")
     if snapshot is None:
         t.append(" waiting for the first events...", "dim")
         return t
