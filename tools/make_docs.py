@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,9 @@ def run_example(command: str) -> str:
 
 
 def main() -> int:
-    WORK.mkdir(parents=True, exist_ok=True)
+    # A fresh directory each time: examples write their own -o files without --force.
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
     root = os.geteuid() == 0
     have_trace = root
     if root:
