@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TYPECHECK := build/typecheck
 
-.PHONY: check lint typecheck test test-unit e2e bench clean typecheck-tree
+.PHONY: docs check lint typecheck test test-unit e2e bench clean typecheck-tree
 
 check: lint typecheck test
 
@@ -47,3 +47,8 @@ bench:
 
 clean:
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache
+
+# Every example output in README.md and docs/ from a real run, and the man page
+# (root records the small trace the examples read).
+docs:
+	$(PY) -m tools.make_docs

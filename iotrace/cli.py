@@ -143,6 +143,38 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
 
 
+# Two real examples per command, shown at the end of its --help and in the man
+# page (tools/gen_manpage.py reads them from the parsers, so they cannot drift).
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "run": ("sudo iotrace run", "sudo iotrace run sync-blocking --no-tui -d 5"),
+    "trace": (
+        "sudo iotrace trace --no-tui -o dd.trace -- dd if=/dev/zero of=out bs=64k count=200",
+        "sudo iotrace trace -e trace=%read,%write --min-latency 1ms -- tar cf d.tar /usr/share/doc",
+    ),
+    "view": ("iotrace view dd.trace", "iotrace view iotrace-20261203-172200.trace"),
+    "report": ("iotrace report dd.trace", "iotrace report dd.trace --html dd.html"),
+    "diff": (
+        "iotrace diff depth1.trace depth16.trace",
+        "iotrace diff --json before.trace after.trace",
+    ),
+    "export": (
+        "iotrace export dd.trace --format csv -o dd-csv",
+        "iotrace export dd.trace --format perfetto -o dd.perfetto",
+    ),
+    "workloads": ("iotrace workloads", "iotrace workloads | grep async-nonblocking"),
+    "workload": (
+        "iotrace workload sync-blocking --runtime 2s",
+        "iotrace workload libaio --number-ios 23 --output-format json",
+    ),
+    "doctor": ("iotrace doctor", "iotrace doctor --json"),
+}
+
+
+def _epilog(command: str) -> str:
+    first, second = EXAMPLES[command]
+    return f"examples:\n  {first}\n  {second}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="iotrace",
@@ -151,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"iotrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("run", help="run built-in workloads under tracing")
+    p = sub.add_parser(
+        "run",
+        epilog=_epilog("run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run built-in workloads under tracing",
+    )
     p.add_argument(
         "workloads",
         nargs="*",
@@ -166,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the workloads untraced first, then traced, and report what tracing cost",
     )
 
-    p = sub.add_parser("trace", help="trace running processes or a command")
+    p = sub.add_parser(
+        "trace",
+        epilog=_epilog("trace"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="trace running processes or a command",
+    )
     p.add_argument(
         "-p",
         "--pid",
@@ -187,21 +229,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="run COMMAND as the invoking user and trace it with its children",
     )
 
-    p = sub.add_parser("view", help="open a saved trace in the dashboard (no root needed)")
+    p = sub.add_parser(
+        "view",
+        epilog=_epilog("view"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="open a saved trace in the dashboard (no root needed)",
+    )
     p.add_argument("file", metavar="FILE")
 
-    p = sub.add_parser("report", help="summarise a saved trace (no root needed)")
+    p = sub.add_parser(
+        "report",
+        epilog=_epilog("report"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="summarise a saved trace (no root needed)",
+    )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--html", metavar="OUT", help="write a static HTML report")
     p.add_argument("--force", action="store_true", help="overwrite an existing --html file")
 
-    p = sub.add_parser("diff", help="what changed between two traces (no root needed)")
+    p = sub.add_parser(
+        "diff",
+        epilog=_epilog("diff"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="what changed between two traces (no root needed)",
+    )
     p.add_argument("a", metavar="A.trace")
     p.add_argument("b", metavar="B.trace")
     p.add_argument("--json", action="store_true", help="machine-readable diff")
 
-    p = sub.add_parser("export", help="convert a saved trace (no root needed)")
+    p = sub.add_parser(
+        "export",
+        epilog=_epilog("export"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="convert a saved trace (no root needed)",
+    )
     p.add_argument("file", metavar="FILE")
     p.add_argument(
         "--format", required=True, choices=["parquet", "csv", "jsonl", "perfetto", "chrome-json"]
@@ -209,14 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
-    sub.add_parser("workloads", help="list the built-in workloads")
+    sub.add_parser(
+        "workloads",
+        epilog=_epilog("workloads"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="list the built-in workloads",
+    )
 
     p = sub.add_parser(
-        "workload", help="run one workload untraced and print its own figures", add_help=False
+        "workload",
+        epilog=_epilog("workload"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run one workload untraced and print its own figures",
+        add_help=False,
     )
     p.add_argument("workload_argv", nargs=argparse.REMAINDER, metavar="NAME [OPTIONS]")
 
-    p = sub.add_parser("doctor", help="check that this machine can trace")
+    p = sub.add_parser(
+        "doctor",
+        epilog=_epilog("doctor"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="check that this machine can trace",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable result")
     return parser
 

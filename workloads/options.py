@@ -122,6 +122,12 @@ def build_parser(prog: str = "iotrace workload NAME") -> argparse.ArgumentParser
         add_help=False,
         allow_abbrev=False,
         description="Run one built-in workload untraced and print its own figures.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # The same two examples as 'iotrace workload' in iotrace/cli.py (kept there,
+        # where the man page generator reads them); a literal here keeps workloads/
+        # free of an import of the CLI.
+        epilog="examples:\n  iotrace workload sync-blocking --runtime 2s\n"
+        "  iotrace workload libaio --number-ios 23 --output-format json",
     )
     a = p.add_argument
     a("-h", "--help", action="store_true", help="show this help and exit")
