@@ -26,7 +26,7 @@ typecheck-tree:
 
 typecheck: typecheck-tree
 	cd $(TYPECHECK) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p iotrace -p bench
-	cd $(TYPECHECK) && MYPYPATH=tests/e2e:tests/unit ../../$(VENV)/bin/mypy \
+	cd $(TYPECHECK) && MYPYPATH=tests/e2e:tests/unit:tests/tui ../../$(VENV)/bin/mypy \
 		--config-file ../../pyproject.toml --explicit-package-bases --allow-untyped-defs tests
 
 # Unit and TUI tests on two workers; the e2e tests after them, one at a time

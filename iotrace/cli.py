@@ -9,6 +9,7 @@ import argparse
 import select
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from iotrace import __version__
 from iotrace.errors import (
@@ -175,6 +176,18 @@ def _epilog(command: str) -> str:
     return f"examples:\n  {first}\n  {second}"
 
 
+def _command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """A command's parser, its --help ending with the command's two examples."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        epilog=_epilog(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=help,
+        **kw,
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="iotrace",
@@ -183,12 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"iotrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser(
-        "run",
-        epilog=_epilog("run"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="run built-in workloads under tracing",
-    )
+    p = _command(sub, "run", "run built-in workloads under tracing")
     p.add_argument(
         "workloads",
         nargs="*",
@@ -203,12 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the workloads untraced first, then traced, and report what tracing cost",
     )
 
-    p = sub.add_parser(
-        "trace",
-        epilog=_epilog("trace"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="trace running processes or a command",
-    )
+    p = _command(sub, "trace", "trace running processes or a command")
     p.add_argument(
         "-p",
         "--pid",
@@ -229,41 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="run COMMAND as the invoking user and trace it with its children",
     )
 
-    p = sub.add_parser(
-        "view",
-        epilog=_epilog("view"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="open a saved trace in the dashboard (no root needed)",
-    )
+    p = _command(sub, "view", "open a saved trace in the dashboard (no root needed)")
     p.add_argument("file", metavar="FILE")
 
-    p = sub.add_parser(
-        "report",
-        epilog=_epilog("report"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="summarise a saved trace (no root needed)",
-    )
+    p = _command(sub, "report", "summarise a saved trace (no root needed)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--html", metavar="OUT", help="write a static HTML report")
     p.add_argument("--force", action="store_true", help="overwrite an existing --html file")
 
-    p = sub.add_parser(
-        "diff",
-        epilog=_epilog("diff"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="what changed between two traces (no root needed)",
-    )
+    p = _command(sub, "diff", "what changed between two traces (no root needed)")
     p.add_argument("a", metavar="A.trace")
     p.add_argument("b", metavar="B.trace")
     p.add_argument("--json", action="store_true", help="machine-readable diff")
 
-    p = sub.add_parser(
-        "export",
-        epilog=_epilog("export"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="convert a saved trace (no root needed)",
-    )
+    p = _command(sub, "export", "convert a saved trace (no root needed)")
     p.add_argument("file", metavar="FILE")
     p.add_argument(
         "--format", required=True, choices=["parquet", "csv", "jsonl", "perfetto", "chrome-json"]
@@ -271,28 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
-    sub.add_parser(
-        "workloads",
-        epilog=_epilog("workloads"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="list the built-in workloads",
-    )
+    _command(sub, "workloads", "list the built-in workloads")
 
-    p = sub.add_parser(
-        "workload",
-        epilog=_epilog("workload"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="run one workload untraced and print its own figures",
-        add_help=False,
+    p = _command(
+        sub, "workload", "run one workload untraced and print its own figures", add_help=False
     )
     p.add_argument("workload_argv", nargs=argparse.REMAINDER, metavar="NAME [OPTIONS]")
 
-    p = sub.add_parser(
-        "doctor",
-        epilog=_epilog("doctor"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="check that this machine can trace",
-    )
+    p = _command(sub, "doctor", "check that this machine can trace")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     return parser
 

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-
 from iotrace.tui import synthetic
 from iotrace.tui.widgets.header import header_text
+from pilot import header, sync
 
 from iotrace.source import ReplaySource
 
 SIZE = (160, 48)
-
-
-def sync(test):
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        asyncio.run(test(*args, **kwargs))
-
-    return wrapper
-
-
-def header(app) -> str:
-    return str(app.dashboard.query_one("#header").render())
 
 
 def test_a_replay_says_how_far_it_has_loaded_and_that_its_figures_are_partial(tmp_path, trace):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,11 @@ from iotrace.tui.screens.dashboard import DEFAULT_SPAN_NS
 from iotrace.tui.screens.modals import KEYS, DetailScreen, FilterScreen, HelpScreen
 from iotrace.tui.widgets.scoreboard import Scoreboard
 from iotrace.tui.widgets.timeline import Timeline
+from pilot import header, sync
 
 from iotrace.errors import IotraceError
 
 SIZE = (160, 48)
-
-
-def sync(test):
-    """Run an async Pilot test without an asyncio pytest plugin."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        asyncio.run(test(*args, **kwargs))
-
-    return wrapper
-
-
-def header(app) -> str:
-    return str(app.dashboard.query_one("#header").render())
 
 
 @sync
