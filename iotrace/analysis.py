@@ -1141,9 +1141,11 @@ class _Builder:
         self.calls_from_runs += int(np.count_nonzero(from_run))
         seq0 = self.records
         self.records += len(ev)
+        # An FD record's end_ns.. hold a path's bytes, not times (iotrace.h).
+        timed = ev["kind"] != int(Kind.FD)
         for name in ("ts_ns", "end_ns", "kdone_ns"):
             t = ev[name].astype(np.int64)
-            t = t[t > 0]
+            t = t[(t > 0) & (timed if name != "ts_ns" else True)]
             if len(t):
                 lo, hi = int(t.min()), int(t.max())
                 self.t_lo = lo if self.t_lo is None else min(self.t_lo, lo)

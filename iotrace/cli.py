@@ -109,6 +109,13 @@ def _add_recording_options(p: argparse.ArgumentParser) -> None:
         help="how often the ring buffer is drained (default: 10)",
     )
     p.add_argument(
+        "--block-time",
+        action="store_true",
+        help="also record block-device requests, to split each call's time into device "
+        "and the rest (one record per request; the report's analysis of them is slow "
+        "on big traces, so it is off by default)",
+    )
+    p.add_argument(
         "--no-fold",
         action="store_true",
         help="a record for every call: do not fold EAGAIN retries, empty waits and "

@@ -164,6 +164,7 @@ def _program_options(args: argparse.Namespace) -> Any:
         page_size=os.sysconf("SC_PAGE_SIZE"),
         trace_all=bool(getattr(args, "all", False)),
         fold=not getattr(args, "no_fold", False),
+        block=bool(getattr(args, "block_time", False)),
         self_tgid=os.getpid(),
         available=frozenset(available) if available else None,
     )
@@ -456,9 +457,12 @@ def _record_traced(
         # The fds the targets have before anything is traced: -p's open files, and
         # what a held command inherits (fdpaths.py gives calls on them their path).
         snap_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        snapped: dict[int, int] = {}
         for t in targets:
             for pid in t.pids:
-                writer.write_events(fd_snapshot(pid, snap_ns, before_exec="command" in t.info))
+                snap = fd_snapshot(pid, snap_ns, before_exec="command" in t.info)
+                writer.write_events(snap)
+                snapped[pid] = snapped.get(pid, 0) + len(snap)
         use_tui = dash is not None
         source = LiveSource(
             prog,
@@ -473,6 +477,9 @@ def _record_traced(
         prog.add_pids(p for t in targets for p in t.pids if p != os.getpid())
         if overhead_baseline is not None:
             source.count_events_of(p for t in targets for p in t.pids)
+            for pid, n in snapped.items():  # written before the drain, theirs all the same
+                if pid in source.events_by_pid:
+                    source.events_by_pid[pid] += n
         with _raised_priority():
             source.start()  # the drain and writer threads keep the priority
         if stopper.event.is_set():

@@ -22,6 +22,7 @@ from typing import IO, Any, Final, Protocol
 import numpy as np
 
 from iotrace import session
+from iotrace.events import Kind
 from iotrace.session import TaskInfo
 
 
@@ -153,7 +154,9 @@ class _FileSource:
             assert isinstance(item, tuple)
             tag, value = item
             if tag == b"EVTS":
-                end = int(value["end_ns"].max()) if len(value) else 0
+                # An FD record's end_ns holds a path's bytes, not a time (iotrace.h).
+                ends = value["end_ns"][value["kind"] != int(Kind.FD)]
+                end = int(ends.max()) if len(ends) else 0
                 return Batch(events=value, tasks=tasks, stats=stats, now_ns=self._now_ns(end))
             if tag == b"PROC":
                 tasks.extend(value)

@@ -38,7 +38,9 @@ def traced() -> Iterator[dict[str, Any]]:
             os.fsync(f.fileno())  # its writeback now, not during the traced run
         exe = compile_prog("direct_then_cached", tmp)
         out = tmp / "block.trace"
-        proc = iotrace("trace", "--no-tui", "-o", str(out), "--", str(exe), str(data))
+        proc = iotrace(
+            "trace", "--no-tui", "--block-time", "-o", str(out), "--", str(exe), str(data)
+        )
         assert proc.returncode == 0, proc.stderr
         fds = dict(kv.split("=") for kv in proc.stdout.split("\n")[-2].split())
         trace = session.load(out)
