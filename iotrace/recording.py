@@ -480,6 +480,7 @@ def _record_traced(
             for pid, n in snapped.items():  # written before the drain, theirs all the same
                 if pid in source.events_by_pid:
                     source.events_by_pid[pid] += n
+        source.events_total += sum(snapped.values())
         with _raised_priority():
             source.start()  # the drain and writer threads keep the priority
         if stopper.event.is_set():
