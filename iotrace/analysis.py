@@ -1141,8 +1141,7 @@ class _Builder:
         self.calls_from_runs += int(np.count_nonzero(from_run))
         seq0 = self.records
         self.records += len(ev)
-        # An FD record's end_ns.. hold a path's bytes, not times (iotrace.h).
-        timed = ev["kind"] != int(Kind.FD)
+        timed = events.has_end_times(ev["kind"])
         for name in ("ts_ns", "end_ns", "kdone_ns"):
             t = ev[name].astype(np.int64)
             t = t[(t > 0) & (timed if name != "ts_ns" else True)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 SCHEMA_VERSION: Final = (2, 0)
 """Major.minor of the record layout and trace file; a reader refuses a newer major."""
@@ -278,6 +278,12 @@ PROBE_NAMES: Final = {
 }
 MAX_PROBES: Final = 128
 """Size of the per-probe counter arrays in BPF; every op and probe id is below it."""
+
+
+def has_end_times(kinds: Any) -> Any:
+    """Which records' end_ns/kdone_ns are times: an FD record's hold a path's bytes
+    (iotrace.h). `kinds` is a record array's "kind" column; returns a bool mask."""
+    return kinds != int(Kind.FD)
 
 
 def probe_name(probe_id: int) -> str:

@@ -22,7 +22,7 @@ from typing import IO, Any, Final, Protocol
 import numpy as np
 
 from iotrace import session
-from iotrace.events import Kind
+from iotrace.events import has_end_times
 from iotrace.session import TaskInfo
 
 
@@ -154,8 +154,7 @@ class _FileSource:
             assert isinstance(item, tuple)
             tag, value = item
             if tag == b"EVTS":
-                # An FD record's end_ns holds a path's bytes, not a time (iotrace.h).
-                ends = value["end_ns"][value["kind"] != int(Kind.FD)]
+                ends = value["end_ns"][has_end_times(value["kind"])]
                 end = int(ends.max()) if len(ends) else 0
                 return Batch(events=value, tasks=tasks, stats=stats, now_ns=self._now_ns(end))
             if tag == b"PROC":
